@@ -1,0 +1,39 @@
+"""Shared entry point for stage scripts: arguments, logging, clean failures.
+
+A stage script defines ``main(dataset: str, params: Params) -> None`` and
+ends with ``run_stage(main)``. Expected failures (bad params, bad data,
+failed downloads) print one clear message and exit with status 1; anything
+else keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import ConfigError, Params, load_params
+from .errors import DataError
+
+log = logging.getLogger("medseg")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def run_stage(main: Callable[[str, Params], None], argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").strip().splitlines()[0] if main.__doc__ else None)
+    parser.add_argument("dataset", help="dataset name from params.yaml")
+    parser.add_argument("--params", default="params.yaml", type=Path, help="parameters file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        params = load_params(args.params)
+        params.dataset(args.dataset)
+        main(args.dataset, params)
+    except (ConfigError, DataError) as exc:
+        log.error("%s", exc)
+        sys.exit(1)

@@ -1,0 +1,13 @@
+"""Errors a user can act on: they name the file and what is wrong with it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data. ``str()`` reads ``<path>: <problem>``."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
