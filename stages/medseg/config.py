@@ -246,8 +246,9 @@ class ImageClassRule(Strict):
         return self
 
 
-class DatasetConfig(Strict):
-    source: Source
+class ConvertConfig(Strict):
+    """How the convert stage reads one dataset: annotation format, classes, pairing, groups."""
+
     annotation: Annotation
     classes: list[str] = Field(min_length=2, description="label value = index; index 0 is background")
     channels: Literal[1, 3] = 1
@@ -282,7 +283,7 @@ class DatasetConfig(Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DatasetConfig":
+    def _consistent(self) -> "ConvertConfig":
         unknown = sorted(self.annotation.pixel_classes() - set(self.classes))
         if unknown:
             raise ValueError(f"annotation: unknown class {unknown[0]!r}; classes are {self.classes}")
@@ -294,6 +295,13 @@ class DatasetConfig(Strict):
         if self.image_class.source == "annotation" and not isinstance(self.annotation, AulAnnotation):
             raise ValueError("image_class.source: 'annotation' only works with format 'aul_polygons'")
         return self
+
+
+class DatasetConfig(Strict):
+    """A dataset profile: where the raw data comes from (fetch) and how to read it (convert)."""
+
+    source: Source
+    convert: ConvertConfig
 
 
 # --------------------------------------------------------------------------- augment / split
@@ -405,12 +413,14 @@ class Params(Strict):
 _UNION_FIELDS = {"source", "annotation"}
 
 
+_TAGS = {"synthetic", "url", "zenodo", "local", "aul_polygons", "rgb", "grey", "binary", "palette"}
+
+
 def _key(loc: tuple) -> str:
-    parts = [str(p) for p in loc]
     # A discriminated union puts its tag ("synthetic", "rgb", ...) after the
     # field name; drop it so the key reads as written in the YAML file.
-    if len(parts) > 3 and parts[0] == "datasets" and parts[2] in _UNION_FIELDS:
-        del parts[3]
+    parts = [str(p) for i, p in enumerate(loc)
+             if not (i > 0 and loc[i - 1] in _UNION_FIELDS and p in _TAGS)]
     return ".".join(parts) or "(top level)"
 
 

@@ -44,3 +44,8 @@ IMAGES = "images"
 LABELS = "labels"
 SHARDS = "shards"
 PREVIEW = "preview.png"
+
+
+def download_cache(dataset: str) -> Path:
+    """Verified downloads kept so a re-fetch does not download again (not tracked)."""
+    return DATA / "downloads" / dataset
