@@ -55,12 +55,10 @@ def discover(root: Path, cfg: ConvertConfig) -> Discovery:
 
 # --------------------------------------------------------------------------- AUL
 def _class_folder(root: Path, name: str) -> Path | None:
-    """AUL zips may extract as ``<Class>/`` or one level deeper."""
-    direct = root / name
-    if direct.is_dir():
-        return direct
-    nested = sorted(p for p in root.glob(f"*/{name}") if p.is_dir())
-    return nested[0] if nested else None
+    """AUL zips may extract as ``<Class>/image`` or one level deeper."""
+    candidates = [root / name, *sorted(root.glob(f"*/{name}"))]
+    found = [c for c in candidates if (c / "image").is_dir()]
+    return found[0] if found else None
 
 
 def _discover_aul(root: Path, ann: AulAnnotation) -> Discovery:
