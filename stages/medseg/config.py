@@ -382,11 +382,70 @@ class SplitConfig(Strict):
         return self
 
 
+# --------------------------------------------------------------------------- train / evaluate
+class ModelSection(Strict):
+    """Network choice and U-Net knobs (see ``medseg.model.ModelConfig``)."""
+
+    name: Literal["unet", "monai_unet", "monai_basicunet", "monai_dynunet"] = "unet"
+    base_filters: int = Field(16, ge=1, le=512)
+    depth: int = Field(4, ge=1, le=7)
+    first_kernel: int = Field(3, ge=1, le=15)
+    dilation: int = Field(1, ge=1, le=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    norm: Literal["batch", "instance", "group", "none"] = "batch"
+
+    @field_validator("first_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd, got {v}")
+        return v
+
+
+class MlflowConfig(Strict):
+    experiment: str = "medseg"
+    tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    required: bool = Field(False, description="fail when the tracking server is unreachable")
+
+
+class TrainConfig(Strict):
+    model: ModelSection = ModelSection()
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(8, ge=1)
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["plateau", "poly", "none"] = "plateau"
+    plateau_patience: int = Field(3, ge=1)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    early_stopping: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 = off")
+    dice_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False
+    channels_last: bool = False
+    preview_images: int = Field(4, ge=0, le=16)
+    fold: int = Field(-1, ge=-1, description="cross-validation fold held out for validation; -1 = use the split")
+
+
+class EvaluateConfig(Strict):
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = 0
+    batch_size: int = Field(8, ge=1)
+    overlays: int = Field(4, ge=0, le=16, description="best and worst cases shown in the overlay grid")
+
+
 class Params(Strict):
     active: list[str] = Field(min_length=1)
     datasets: dict[str, DatasetConfig]
     augment: AugmentConfig = AugmentConfig()
     split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
     @field_validator("datasets")
     @classmethod
