@@ -404,7 +404,7 @@ class ModelSection(Strict):
 
 class MlflowConfig(Strict):
     experiment: str = "medseg"
-    tracking_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    tracking_uri: str | None = Field(None, description="overridden by $MLFLOW_TRACKING_URI; None: sqlite:///<repo>/mlflow.db")
     required: bool = Field(False, description="fail when the tracking server is unreachable")
 
 
