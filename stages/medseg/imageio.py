@@ -95,15 +95,20 @@ def read_mask(path: Path, max_pixels: int) -> RawMask:
     raise DataError(display_path(path), f"unsupported mask pixel mode {im.mode!r}")
 
 
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 grey (H, W) or RGB (H, W, 3) array as PNG."""
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 grey (H, W) or RGB (H, W, 3) array."""
     if array.dtype != np.uint8:
-        raise TypeError(f"write_png expects uint8, got {array.dtype}")
+        raise TypeError(f"PNG encoding expects uint8, got {array.dtype}")
     data = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
     ok, buf = cv2.imencode(".png", data, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    Path(path).write_bytes(buf.tobytes())
+        raise ValueError(f"PNG encoding failed for an array of shape {array.shape}")
+    return buf.tobytes()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 grey (H, W) or RGB (H, W, 3) array as PNG (into a folder written atomically)."""
+    Path(path).write_bytes(encode_png(array))
 
 
 def read_png(path: Path) -> np.ndarray:

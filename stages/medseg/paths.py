@@ -49,3 +49,34 @@ PREVIEW = "preview.png"
 def download_cache(dataset: str) -> Path:
     """Verified downloads kept so a re-fetch does not download again (not tracked)."""
     return DATA / "downloads" / dataset
+
+
+def model_dir(dataset: str) -> Path:
+    """``train`` output: the checkpoint and the MLflow run it was logged to."""
+    return MODELS / dataset
+
+
+def metrics_dir(dataset: str) -> Path:
+    """``train`` and ``evaluate`` metrics and plots (small, kept in git)."""
+    return METRICS / dataset
+
+
+def progress_dir(dataset: str) -> Path:
+    """``train`` output: one picture per epoch of predictions on fixed validation images."""
+    return METRICS / dataset / "progress"
+
+
+def eval_dir(dataset: str) -> Path:
+    """``evaluate`` output: per-image scores, confusion matrix, overlays."""
+    return METRICS / dataset / "eval"
+
+
+CHECKPOINT = "model.pt"
+RUN_INFO = "mlflow_run.json"
+TRAIN_METRICS = "train.json"
+TRAIN_HISTORY = "train_history.csv"
+EVAL_METRICS = "eval.json"
+PER_IMAGE = "per_image.csv"
+IMAGE_CONFUSION = "image_confusion.csv"
+PIXEL_CONFUSION = "pixel_confusion.json"
+OVERLAYS = "overlays.png"

@@ -1,0 +1,108 @@
+"""DVC stage `evaluate`: score the trained model on the test split.
+
+Predictions are made at the training size and resized back to each image's
+native resolution before scoring. Writes metrics/<dataset>/eval.json (stable
+keys for `dvc metrics diff`), a per-image CSV, the image-level and pixel
+confusion matrices, and an overlay grid of the best and worst cases; the
+final metrics are logged into the training run in MLflow.
+"""
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+
+from medseg import paths
+from medseg.atomic import atomic_file
+from medseg.checkpoint import load_checkpoint
+from medseg.cli import run_stage
+from medseg.config import Params
+from medseg.dataset import read_csv
+from medseg.evaluation import ImageResult, aggregate, pick_cases, predict_native, score_image, tile
+from medseg.imageio import encode_png, read_png
+from medseg.tracking import Tracker, find_repo_root, flatten
+from medseg.training import pick_device, seed_everything
+from medseg.visualize import caption, grid, overlay
+
+log = logging.getLogger("evaluate")
+
+
+def test_ids(dataset: str) -> list[str]:
+    split = read_csv(paths.split_file(dataset))
+    originals = split[split["kind"] == "original"]
+    return sorted(originals.loc[originals["split"] == "test", "id"])
+
+
+def overlay_grid(results: dict[str, ImageResult], per_image: pd.DataFrame, converted, n: int, classes) -> np.ndarray:
+    best, worst = pick_cases(per_image, n)
+    dice = per_image.groupby("id")["dice"].mean()
+    manifest = read_csv(converted / paths.MANIFEST).set_index("id")
+    rows = []
+    for tag, ids in (("best", best), ("worst", worst)):
+        for sid in ids:
+            image = read_png(converted / manifest.loc[sid, "image"])
+            target = read_png(converted / manifest.loc[sid, "label"])
+            rows.append([caption(tile(overlay(image, np.zeros_like(target))), f"{tag}: {sid}"),
+                         caption(tile(overlay(image, target)), "ground truth"),
+                         caption(tile(overlay(image, results[sid].pred)), f"prediction, dice {dice[sid]:.3f}")])
+    return grid(rows, classes)
+
+
+def write_outputs(dataset: str, metrics: dict, per_image: pd.DataFrame, results: dict[str, ImageResult],
+                  picture: np.ndarray | None, classes: list[str]) -> None:
+    out = paths.metrics_dir(dataset)
+    with atomic_file(out / paths.EVAL_METRICS) as fh:
+        json.dump(metrics, fh, indent=2)
+    with atomic_file(out / paths.PER_IMAGE, newline="") as fh:
+        per_image.to_csv(fh, index=False, float_format="%.6g")
+    images = pd.DataFrame([{"id": r.id, "actual": r.image_class, "predicted": r.rows[0]["predicted_class"]}
+                           for r in results.values()])
+    with atomic_file(out / paths.IMAGE_CONFUSION, newline="") as fh:
+        images.to_csv(fh, index=False)
+    pixels = sum(r.confusion for r in results.values())
+    with atomic_file(out / paths.PIXEL_CONFUSION) as fh:
+        json.dump({"classes": classes, "rows_true_cols_pred": pixels.tolist()}, fh, indent=2)
+    if picture is not None:
+        with atomic_file(out / paths.OVERLAYS, "wb") as fh:
+            fh.write(encode_png(picture))
+
+
+def main(dataset: str, params: Params) -> None:
+    """Evaluate one dataset's model on its test split."""
+    cfg = params.evaluate
+    seed_everything(cfg.seed, params.train.threads)
+    device = pick_device(params.train.device)
+    ckpt = load_checkpoint(paths.model_dir(dataset) / paths.CHECKPOINT, device)
+    converted = paths.converted_dir(dataset)
+    manifest = read_csv(converted / paths.MANIFEST).set_index("id")
+    vocabulary = sorted(manifest["image_class"].unique())
+    results = {}
+    for sid in test_ids(dataset):
+        image, target = read_png(converted / manifest.loc[sid, "image"]), read_png(converted / manifest.loc[sid, "label"])
+        pred = predict_native(ckpt.model, image, ckpt.size, device)
+        results[sid] = score_image(sid, manifest.loc[sid, "image_class"], pred, target, ckpt.classes, vocabulary)
+    per_image = pd.DataFrame([row for r in results.values() for row in r.rows])
+    metrics = aggregate(per_image, ckpt.classes, cfg.bootstrap, cfg.seed)
+    picture = overlay_grid(results, per_image, converted, cfg.overlays, ckpt.classes) if cfg.overlays else None
+    write_outputs(dataset, metrics, per_image, results, picture, ckpt.classes)
+    run = json.loads((paths.model_dir(dataset) / paths.RUN_INFO).read_text())
+    if run.get("run_id"):
+        with Tracker.resume(params.mlflow, run["run_id"], find_repo_root()) as tracker:
+            tracker.log_metrics({f"test.{k}": v for k, v in flatten(metrics).items() if _is_number(v)})
+            for name in (paths.EVAL_METRICS, paths.PER_IMAGE, paths.OVERLAYS):
+                if (paths.metrics_dir(dataset) / name).exists():
+                    tracker.log_artifact(paths.metrics_dir(dataset) / name, "evaluation")
+    log.info("%s: mean foreground dice %.4f on %d test images; %s", dataset, metrics["mean_fg_dice"] or float("nan"),
+             metrics["n_test"], {c: round(v["mean"], 3) for c, v in metrics["dice"].items() if v["mean"] is not None})
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,138 @@
+"""In-memory training data: originals + augmented shards, chosen by split.csv.
+
+``load_training_data(converted, augmented, split_csv, fold)`` returns the
+train and valid ``ArraySet``s at the augment stage's output size. Train holds
+the train originals (resized) and the augmented copies the split assigned to
+train; valid holds originals only. With ``fold >= 0`` the cross-validation
+column decides instead: fold ``k`` is valid, the other folds are train.
+
+Everything is decoded once; a training step only slices arrays, so the
+model never waits for data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import DataError
+from .imageio import read_png
+from .paths import MANIFEST
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ArraySet:
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N, H, W) uint8
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(path, "not found; run the earlier stages first (dvc repro)") from None
+
+
+def dataset_info(converted: Path) -> dict:
+    """``classes`` and ``channels`` as written by the convert stage."""
+    return json.loads((converted / "report.json").read_text())
+
+
+def augment_info(augmented: Path) -> dict:
+    return json.loads((augmented / "augment.json").read_text())
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to (height, width): area/linear for the image, nearest for labels."""
+    h, w = size
+    interp = cv2.INTER_AREA if image.shape[0] >= h and image.shape[1] >= w else cv2.INTER_LINEAR
+    img = cv2.resize(image, (w, h), interpolation=interp)
+    lab = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    return img, lab
+
+
+def as_hwc(image: np.ndarray) -> np.ndarray:
+    return image[..., None] if image.ndim == 2 else image
+
+
+def load_originals(converted: Path, ids: list[str], size: tuple[int, int]) -> ArraySet:
+    manifest = read_csv(converted / MANIFEST).set_index("id")
+    images, labels = [], []
+    for sid in ids:
+        row = manifest.loc[sid]
+        img, lab = resize_pair(read_png(converted / row["image"]), read_png(converted / row["label"]), size)
+        images.append(as_hwc(img))
+        labels.append(lab)
+    return _stack(images, labels, ids, size)
+
+
+def _stack(images: list, labels: list, ids: list[str], size: tuple[int, int]) -> ArraySet:
+    if not ids:
+        return ArraySet(np.zeros((0, *size, 1), np.uint8), np.zeros((0, *size), np.uint8), [])
+    return ArraySet(np.stack(images), np.stack(labels), list(ids))
+
+
+def load_augmented(augmented: Path, ids: list[str]) -> ArraySet:
+    """Rows of the shards whose id is in ``ids``, in the order of ``ids``."""
+    if not ids:
+        return ArraySet(np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0, 1, 1), np.uint8), [])
+    manifest = read_csv(augmented / MANIFEST).set_index("id").loc[ids]
+    images, labels, got = [], [], []
+    for shard, rows in manifest.groupby("shard", sort=True):
+        with np.load(augmented / shard) as data:
+            index = rows["index"].astype(int).to_numpy()
+            images.append(data["images"][index])
+            labels.append(data["labels"][index])
+        got.extend(rows.index)
+    perm = pd.Index(got).get_indexer(ids)
+    return ArraySet(np.concatenate(images)[perm], np.concatenate(labels)[perm], list(ids))
+
+
+def concat(a: ArraySet, b: ArraySet) -> ArraySet:
+    if not len(a):
+        return b
+    if not len(b):
+        return a
+    return ArraySet(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]), a.ids + b.ids)
+
+
+def select(split: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train rows (originals + augmented) and valid rows (originals) for a split or a CV fold."""
+    if fold < 0:
+        return split[split["split"] == "train"], split[(split["split"] == "valid") & (split["kind"] == "original")]
+    folds = split["fold"].astype(int)
+    if fold not in set(folds):
+        raise DataError("split.csv", f"fold {fold} not present; set split.folds in params.yaml")
+    pool = folds >= 0
+    return split[pool & (folds != fold)], split[pool & (folds == fold) & (split["kind"] == "original")]
+
+
+def load_training_data(converted: Path, augmented: Path, split_csv: Path, fold: int = -1) -> tuple[ArraySet, ArraySet]:
+    size = tuple(augment_info(augmented)["size"])
+    train_rows, valid_rows = select(read_csv(split_csv), fold)
+    orig_ids = sorted(train_rows.loc[train_rows["kind"] == "original", "id"])
+    aug_ids = sorted(train_rows.loc[train_rows["kind"] == "augmented", "id"])
+    train = concat(load_originals(converted, orig_ids, size), load_augmented(augmented, aug_ids))
+    valid = load_originals(converted, sorted(valid_rows["id"]), size)
+    if not len(train) or not len(valid):
+        raise DataError(split_csv, f"empty train ({len(train)}) or valid ({len(valid)}) set; check split params")
+    log.info("train: %d samples (%d originals, %d augmented); valid: %d originals at %s",
+             len(train), len(orig_ids), len(aug_ids), len(valid), size)
+    return train, valid
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
