@@ -389,7 +389,7 @@ class ModelSection(Strict):
     name: Literal["unet", "monai_unet", "monai_basicunet", "monai_dynunet"] = "unet"
     base_filters: int = Field(16, ge=1, le=512)
     depth: int = Field(4, ge=1, le=7)
-    first_kernel: int = Field(3, ge=1, le=15)
+    first_kernel: int = Field(3, ge=3, le=15)
     dilation: int = Field(1, ge=1, le=8)
     dropout: float = Field(0.1, ge=0, lt=1)
     norm: Literal["batch", "instance", "group", "none"] = "batch"

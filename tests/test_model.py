@@ -1,0 +1,161 @@
+"""Networks: every model takes any H, W and returns logits of that size; bad options fail fast."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medseg.model import MODEL_NAMES, ModelConfig, UNet, build_model, kernel_sizes
+
+# Narrow networks keep the tests fast on 2 CPU cores; depth 4 because BasicUNet requires it.
+SMALL = {"base_filters": 4, "depth": 4}
+ODD_AND_SQUARE = [(1, 1, 97, 131), (2, 3, 64, 64)]
+
+
+def _small(name: str, **knobs: object) -> ModelConfig:
+    return ModelConfig(name=name, **{**SMALL, **knobs})
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("shape", ODD_AND_SQUARE)
+def test_logits_have_the_input_size(name: str, shape: tuple[int, int, int, int]) -> None:
+    n, c, h, w = shape
+    model = build_model(_small(name), in_channels=c, num_classes=4).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(shape))
+    assert logits.shape == (n, 4, h, w)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"first_kernel": 7},
+        {"dilation": 2},
+        {"dropout": 0.3},
+        {"norm": "instance"},
+        {"norm": "group", "base_filters": 6},  # 6 channels: groups must still divide them
+        {"norm": "none"},
+        {"depth": 1},
+        {"depth": 5},
+    ],
+)
+def test_unet_knobs_keep_odd_sizes_working(knobs: dict[str, object]) -> None:
+    model = build_model(_small("unet", **knobs), in_channels=1, num_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 97, 131)).shape == (1, 3, 97, 131)
+
+
+def test_first_kernel_shrinks_with_depth() -> None:
+    assert kernel_sizes(7, 4) == [7, 5, 3, 3, 3]
+    model = UNet(first_kernel=7, depth=4)
+    assert model.inc[0].kernel_size == (7, 7)
+    assert model.downs[0][1][0].kernel_size == (5, 5)
+    assert model.downs[1][1][0].kernel_size == (3, 3)
+
+
+def test_dropout_only_in_the_deeper_half() -> None:
+    model = UNet(dropout=0.5, depth=4)
+    has_dropout = [any(isinstance(m, nn.Dropout2d) for m in block.modules()) for block in (model.inc, *model.downs)]
+    assert has_dropout == [False, False, False, True, True]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_construction_is_deterministic_under_a_seed(name: str) -> None:
+    torch.manual_seed(0)
+    first = build_model(_small(name), 1, 3).state_dict()
+    torch.manual_seed(0)
+    second = build_model(_small(name), 1, 3).state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_backward_reaches_every_parameter(name: str) -> None:
+    model = build_model(_small(name), in_channels=1, num_classes=3).train()
+    logits = model(torch.randn(2, 1, 45, 61))
+    F.cross_entropy(logits, torch.randint(0, 3, (2, 45, 61))).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_channels_last_gives_the_same_logits(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(_small(name), in_channels=1, num_classes=3).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        logits = model(x.to(memory_format=torch.channels_last))
+    assert logits.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "option"),
+    [
+        ({"first_kernel": 4}, "first_kernel"),
+        ({"first_kernel": 1}, "first_kernel"),
+        ({"depth": 0}, "depth"),
+        ({"base_filters": 0}, "base_filters"),
+        ({"dilation": 0}, "dilation"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"norm": "layer"}, "norm"),
+    ],
+)
+def test_bad_knob_names_the_option(knobs: dict[str, object], option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        ModelConfig(**knobs)
+    with pytest.raises(ValueError, match=option):
+        UNet(**knobs)
+
+
+def test_unknown_norm_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="batch, instance, group, none"):
+        ModelConfig(norm="layer")
+
+
+def test_unknown_model_lists_supported_names() -> None:
+    with pytest.raises(KeyError) as info:
+        build_model(ModelConfig(name="segformer"), 1, 2)
+    assert all(name in str(info.value) for name in MODEL_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("name", "knobs", "option"),
+    [
+        ("monai_unet", {"first_kernel": 7}, "first_kernel"),
+        ("monai_unet", {"dilation": 2}, "dilation"),
+        ("monai_basicunet", {"depth": 3}, "depth"),
+        ("monai_dynunet", {"norm": "none"}, "norm"),
+    ],
+)
+def test_knob_a_monai_net_lacks_is_refused(name: str, knobs: dict[str, object], option: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}: {option}"):
+        build_model(_small(name, **knobs), 1, 2)
+
+
+def test_config_round_trips_through_json() -> None:
+    cfg = ModelConfig(name="monai_dynunet", base_filters=8, depth=3, first_kernel=5, dropout=0.2, norm="group")
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert ModelConfig.from_dict({"name": "unet"}) == ModelConfig()
+
+
+def test_config_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="'width'"):
+        ModelConfig.from_dict({"name": "unet", "width": 3})
+
+
+def test_checkpoint_rebuilds_the_same_network() -> None:
+    cfg = _small("unet", first_kernel=5)
+    model = build_model(cfg, 1, 3).eval()
+    checkpoint = {"state_dict": model.state_dict(), "config": cfg.to_dict()}
+    rebuilt = build_model(ModelConfig.from_dict(checkpoint["config"]), 1, 3).eval()
+    rebuilt.load_state_dict(checkpoint["state_dict"])
+    x = torch.randn(1, 1, 33, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
