@@ -21,7 +21,7 @@ from medseg.atomic import atomic_dir, atomic_file
 from medseg.checkpoint import save_checkpoint
 from medseg.cli import run_stage
 from medseg.config import Params
-from medseg.dataset import ArraySet, dataset_info, load_training_data
+from medseg.dataset import ArraySet, dataset_info, load_training_data, read_csv
 from medseg.imageio import write_png
 from medseg.model import ModelConfig, build_model
 from medseg.tracking import Tracker, find_repo_root
@@ -46,6 +46,11 @@ def progress_picture(valid: ArraySet, pred: torch.Tensor, n: int, classes: list[
                      caption(overlay(image, valid.labels[i]), "ground truth"),
                      caption(overlay(image, pred[i].numpy().astype(np.uint8)), f"epoch {epoch}")])
     return grid(rows, classes)
+
+
+def image_classes(converted: Path) -> list[str]:
+    """Image-level class names, stored so ``predict`` can name a finding."""
+    return sorted(read_csv(converted / paths.MANIFEST)["image_class"].unique())
 
 
 def main(dataset: str, params: Params) -> None:
@@ -80,7 +85,8 @@ def main(dataset: str, params: Params) -> None:
                    "n_valid": len(valid)}
         with atomic_dir(paths.model_dir(dataset)) as model_dir:
             save_checkpoint(model_dir / paths.CHECKPOINT, result.best_state, model_cfg, classes, channels,
-                            train.images.shape[1:3], {"dataset": dataset, **summary})
+                            train.images.shape[1:3], {"dataset": dataset, "image_classes": image_classes(converted),
+                                                      **summary})
             (model_dir / paths.RUN_INFO).write_text(json.dumps({"run_id": tracker.run_id}, indent=2) + "\n")
             tracker.log_model_file(model_dir / paths.CHECKPOINT)
         write_history(result.history, out_metrics)
