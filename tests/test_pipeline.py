@@ -6,6 +6,7 @@ shared real samples through params.yaml entries alone.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 def run(cmd: list[str], cwd: Path) -> str:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own sqlite store
     env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost", GIT_COMMITTER_NAME="test",
                GIT_COMMITTER_EMAIL="test@localhost", DVC_NO_ANALYTICS="1")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -50,6 +52,9 @@ def tiny(data: dict) -> None:
     data["datasets"]["synthetic"]["source"].update(counts={"Benign": 4, "Malignant": 4, "Normal": 4},
                                                    height=96, width=128)
     data["augment"].update(copies=2, size=[64, 64], shard_size=10)
+    data["train"].update(epochs=2, batch_size=4, preview_images=2,
+                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
+    data["evaluate"].update(bootstrap=50, overlays=2)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +75,12 @@ def clone(tmp_path_factory) -> Path:
     return dst
 
 
-def test_first_repro_builds_every_data_stage(clone):
+ALL_STAGES = ("fetch", "convert", "augment", "split", "train", "evaluate")
+
+
+def test_first_repro_builds_every_stage(clone):
     out = run(["dvc", "repro"], clone)
-    assert {"fetch@synthetic", "convert@synthetic", "augment@synthetic", "split@synthetic"} <= ran_stages(out)
+    assert ran_stages(out) == {f"{s}@synthetic" for s in ALL_STAGES}
     raw = clone / "data/raw/synthetic"
     assert len(list(raw.glob("*/image/*.jpg"))) == 12
     assert (clone / "data/raw/synthetic.provenance.json").is_file()
@@ -82,6 +90,24 @@ def test_first_repro_builds_every_data_stage(clone):
     split = pd.read_csv(clone / "data/split/synthetic.csv")
     assert set(split.loc[split["kind"] == "augmented", "split"]) <= {"train", "unused"}
     assert set(split["split"]) >= {"train", "valid", "test"}
+    assert (clone / "models/synthetic/model.pt").is_file()
+    assert len(list((clone / "metrics/synthetic/progress").glob("epoch_*.png"))) == 2
+    metrics = json.loads((clone / "metrics/synthetic/eval.json").read_text())
+    assert set(metrics["dice"]) == {"liver", "benign", "malignant"}
+    assert metrics["n_test"] == int(((split["kind"] == "original") & (split["split"] == "test")).sum())
+    shown = run(["dvc", "metrics", "show", "--json"], clone)
+    assert "metrics/synthetic/eval.json" in shown and "metrics/synthetic/train.json" in shown
+
+
+def test_training_run_is_in_mlflow(clone):
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((clone / "models/synthetic/mlflow_run.json").read_text())["run_id"]
+    got = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}").get_run(run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.tags["dataset"] == "synthetic" and got.data.tags["dvc.stage"] == "train@synthetic"
+    assert got.data.params["train.epochs"] == "2"
+    assert "test.mean_fg_dice" in got.data.metrics and "val_dice" in got.data.metrics
 
 
 def test_second_repro_runs_nothing(clone):
@@ -90,10 +116,10 @@ def test_second_repro_runs_nothing(clone):
     assert "up to date" in run(["dvc", "status"], clone)
 
 
-def test_augment_param_reruns_augment_and_split_only(clone):
+def test_augment_param_reruns_only_what_follows_augment(clone):
     edit_params(clone, lambda d: d["augment"].update(copies=3))
     out = run(["dvc", "repro"], clone)
-    assert ran_stages(out) == {"augment@synthetic", "split@synthetic"}
+    assert ran_stages(out) == {f"{s}@synthetic" for s in ("augment", "split", "train", "evaluate")}
     split = pd.read_csv(clone / "data/split/synthetic.csv")
     assert (split["kind"] == "augmented").sum() == 12 * 3
 
@@ -111,7 +137,7 @@ def test_same_dvc_yaml_runs_the_shared_real_samples(clone):
 
     edit_params(clone, use_shared)
     out = run(["dvc", "repro"], clone)
-    assert {f"{s}@{n}" for s in ("fetch", "convert", "augment", "split") for n in names} <= ran_stages(out)
+    assert {f"{s}@{n}" for s in ALL_STAGES for n in names} <= ran_stages(out)
     liver = clone / "data/converted/us-liver-mini"
     assert set(np.unique(read_png(liver / "labels/10009.png"))) == {0, 1}   # benign only
     assert set(np.unique(read_png(liver / "labels/10275.png"))) == {0, 2}   # malignant only
