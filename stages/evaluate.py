@@ -78,7 +78,8 @@ def main(dataset: str, params: Params) -> None:
     vocabulary = sorted(manifest["image_class"].unique())
     results = {}
     for sid in test_ids(dataset):
-        image, target = read_png(converted / manifest.loc[sid, "image"]), read_png(converted / manifest.loc[sid, "label"])
+        row = manifest.loc[sid]
+        image, target = read_png(converted / row["image"]), read_png(converted / row["label"])
         pred = predict_native(ckpt.model, image, ckpt.size, device)
         results[sid] = score_image(sid, manifest.loc[sid, "image_class"], pred, target, ckpt.classes, vocabulary)
     per_image = pd.DataFrame([row for r in results.values() for row in r.rows])

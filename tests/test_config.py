@@ -35,7 +35,8 @@ def test_shipped_params_are_valid():
     ("edit", "expected"),
     [
         (lambda p: p["augment"].update(bogus=1), "augment.bogus: unknown key"),
-        (lambda p: p["datasets"]["synthetic"]["source"].update(colour="x"), "datasets.synthetic.source.colour: unknown key"),
+        (lambda p: p["datasets"]["synthetic"]["source"].update(colour="x"),
+         "datasets.synthetic.source.colour: unknown key"),
         (lambda p: p["datasets"]["synthetic"]["source"].update(height="tall"), "datasets.synthetic.source.height:"),
         (lambda p: p["split"].update(valid="a lot"), "split.valid:"),
         (lambda p: p["datasets"]["busi-malignant-mini"]["convert"]["annotation"].update(foreground="tumour"),
@@ -49,6 +50,9 @@ def test_shipped_params_are_valid():
         (lambda p: p["datasets"]["synthetic"]["convert"].update(classes=["liver", "background"]),
          "classes[0] must be 'background'"),
         (lambda p: p["datasets"]["us-liver-mini"]["convert"].pop("layout"), "convert.layout: required"),
+        (lambda p: p["augment"]["gamma"].update(low=1.5, high=1.1), "augment.gamma: low (1.5) must not exceed high"),
+        (lambda p: p["augment"]["shadow"].update(strength=[0.8, 0.2]), "augment.shadow.strength: need 0 <= low"),
+        (lambda p: p["augment"]["speckle"].update(sigma=0.6), "augment.speckle.sigma:"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, raw_params, edit, expected):

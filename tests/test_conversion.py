@@ -21,7 +21,8 @@ SMALL = [[10, 8], [17, 8], [17, 14], [10, 14]]
 
 
 def aul_cfg(**kw) -> ConvertConfig:
-    return ConvertConfig(annotation={"format": "aul_polygons", **kw}, classes=["background", "liver", "benign", "malignant"],
+    return ConvertConfig(annotation={"format": "aul_polygons", **kw},
+                         classes=["background", "liver", "benign", "malignant"],
                          channels=1, image_class={"source": "annotation"})
 
 

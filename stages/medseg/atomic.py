@@ -21,6 +21,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
     try:
         yield tmp
     except BaseException:
@@ -50,6 +51,7 @@ def atomic_file(final: Path, mode: str = "w", **kwargs) -> Iterator:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    os.fchmod(fd, 0o644)  # mkstemp makes it private; outputs are meant to be shared
     os.close(fd)
     try:
         with open(name, mode, **kwargs) as fh:

@@ -21,7 +21,6 @@ the output does not depend on the number of workers or the order of work.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -30,11 +29,9 @@ import io
 import json
 import logging
 import math
-import multiprocessing
 import random
 import zipfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,12 +41,13 @@ import numpy as np
 import pandas as pd
 
 from . import imageio, paths, visualize
-from .config import AugmentConfig, ConfigError
+from .parallel import ordered_map
+from .config import AugmentConfig
 from .errors import DataError
 
 log = logging.getLogger(__name__)
 
-STATS = "augment.json"
+STATS = paths.AUGMENT_STATS
 MANIFEST_COLUMNS = ("id", "source_id", "group", "image_class", "copy", "shard", "index")
 SOURCE_COLUMNS = ("id", "group", "image_class", "image", "label", "height", "width")
 # Measured on 160 augmented AUL ultrasound samples at 256x256: stored, 21.0 MB
@@ -163,7 +161,6 @@ def build_transform(cfg: AugmentConfig, record: bool = False) -> A.Compose:
     sigma, blur kernel) mean the same for every dataset, and the costly
     warps run on the small output size.
     """
-    _check_ranges(cfg)
     # Constant 0 borders: black is what an ultrasound scanner shows outside
     # the fan, and 0 is background in every label map.
     border = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0}
@@ -204,17 +201,6 @@ def build_transform(cfg: AugmentConfig, record: bool = False) -> A.Compose:
         A.RandomGamma(gamma_limit=(cfg.gamma.low * 100, cfg.gamma.high * 100), p=cfg.gamma.p),
     ]
     return A.Compose(geometric + intensity, mask_interpolation=cv2.INTER_NEAREST, save_applied_params=record)
-
-
-def _check_ranges(cfg: AugmentConfig) -> None:
-    # Cross-field limits that AugmentConfig does not check (yet).
-    if cfg.gamma.low > cfg.gamma.high:
-        raise ConfigError(f"augment.gamma: low ({cfg.gamma.low}) must not exceed high ({cfg.gamma.high})")
-    low, high = cfg.shadow.strength
-    if not 0 <= low <= high <= 1:
-        raise ConfigError(f"augment.shadow.strength: need 0 <= low <= high <= 1, got {[low, high]}")
-    if math.sqrt(3) * cfg.speckle.sigma >= 1:
-        raise ConfigError(f"augment.speckle.sigma: must be below {1 / math.sqrt(3):.3f} so intensities stay positive")
 
 
 def _resize(cfg: AugmentConfig) -> A.Resize:
@@ -400,24 +386,6 @@ def _run_job(job: _Job) -> _Result:
     return _Result(images=images, labels=labels)
 
 
-@contextlib.contextmanager
-def _opencv_single_threaded() -> Iterator[None]:
-    """Run OpenCV on one thread inside the block, restoring the setting after.
-
-    The pool already fills the cores, so OpenCV's own threads only add
-    contention. It also makes forking safe: a child forked while OpenCV's
-    thread pool is alive inherits its locks mid-state and deadlocks in its
-    first cv2 call. "spawn" would avoid that, but every spawned worker
-    re-imports albumentations, which imports torch (~4 s on two cores).
-    """
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
-
-
 def iter_augmented(
     source_set: SourceSet, cfg: AugmentConfig
 ) -> Iterator[tuple[Source, np.ndarray, np.ndarray]]:
@@ -426,36 +394,12 @@ def iter_augmented(
     Raises ``DataError`` for the first bad source, in source order.
     """
     jobs = [_Job(s, cfg, len(source_set.classes), source_set.channels) for s in source_set.sources]
-    with _opencv_single_threaded():
-        results = (_run_job(job) for job in jobs) if cfg.workers == 1 else _results_in_order(jobs, cfg.workers)
-        with contextlib.closing(results):
-            for source, result in zip(source_set.sources, results):
-                if result.error is not None:
-                    raise DataError(*result.error)
-                yield source, result.images, result.labels
-
-
-def _results_in_order(jobs: Sequence[_Job], workers: int) -> Iterator[_Result]:
-    """Run ``jobs`` in forked worker processes; yield their results in job order.
-
-    Yielding in submission order, not completion order, is what makes the
-    output independent of the number of workers and of their timing.
-    """
-    # ProcessPoolExecutor rather than multiprocessing.Pool: Pool.terminate(),
-    # its only early exit, can hang, and a killed worker hangs Pool forever.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    try:
-        # A bounded window of futures keeps memory flat on large datasets.
-        window: collections.deque[Future[_Result]] = collections.deque()
-        for job in jobs:
-            window.append(pool.submit(_run_job, job))
-            if len(window) >= 4 * workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
-    finally:
-        # After an error downstream, drop the queued work instead of finishing it.
-        pool.shutdown(wait=True, cancel_futures=True)
+    results = ordered_map(_run_job, jobs, cfg.workers)
+    with contextlib.closing(results):
+        for source, result in zip(source_set.sources, results):
+            if result.error is not None:
+                raise DataError(*result.error)
+            yield source, result.images, result.labels
 
 
 # --------------------------------------------------------------------------- writing

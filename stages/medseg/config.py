@@ -326,7 +326,9 @@ class GridDistort(Prob):
 
 
 class Speckle(Prob):
-    sigma: float = Field(0.15, ge=0, le=1, description="std of multiplicative noise")
+    # Uniform multiplicative noise with std sigma spans 1 +- sqrt(3) sigma;
+    # above 1/sqrt(3) it would flip intensities negative.
+    sigma: float = Field(0.15, ge=0, lt=0.577, description="std of multiplicative noise")
 
 
 class GainContrast(Prob):
@@ -338,6 +340,12 @@ class Gamma(Prob):
     low: float = Field(0.8, gt=0)
     high: float = Field(1.25, gt=0)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> "Gamma":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
 
 class Blur(Prob):
     max_kernel: int = Field(5, ge=3)
@@ -347,7 +355,14 @@ class Shadow(Prob):
     """Acoustic shadow: a darkened band below a point, along the beam direction."""
 
     max_width: float = Field(0.15, gt=0, le=1, description="fraction of image width")
-    strength: tuple[float, float] = (0.3, 0.7)
+    strength: tuple[float, float] = (0.5, 0.9)
+
+    @field_validator("strength")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError(f"need 0 <= low <= high <= 1, got {list(v)}")
+        return v
 
 
 class AugmentConfig(Strict):

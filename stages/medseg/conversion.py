@@ -19,7 +19,6 @@ import json
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from .discover import Sample, discover
 from .errors import DataError
 from .imageio import display_path, read_image, read_mask, write_png
 from .masks import decode_mask, rasterise, read_polygon
+from .parallel import ordered_map
 from .paths import IMAGES, LABELS, MANIFEST, REPORT
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def default_workers() -> int:
 
 
 # --------------------------------------------------------------------------- one sample
-def _aul_label(sample: Sample, shape: tuple[int, int], ann: AulAnnotation, classes: list[str]) -> tuple[np.ndarray, str | None]:
+def _aul_label(sample: Sample, shape: tuple[int, int], ann: AulAnnotation,
+               classes: list[str]) -> tuple[np.ndarray, str | None]:
     number = sample.image.stem
     quirk = None
     liver_file = sample.polygons.get("liver")
@@ -63,7 +64,8 @@ def _aul_label(sample: Sample, shape: tuple[int, int], ann: AulAnnotation, class
     mass_file = sample.polygons.get("mass")
     mass_class = ann.mass_classes.get(sample.folder)
     if mass_class is None and mass_file is not None:
-        raise DataError(display_path(mass_file), f"mass annotation in folder {sample.folder!r}, which has no mass class")
+        raise DataError(display_path(mass_file),
+                        f"mass annotation in folder {sample.folder!r}, which has no mass class")
     if mass_class is not None:
         mass = read_polygon(mass_file) if mass_file else None
         if mass is None:
@@ -129,12 +131,7 @@ def convert_dataset(raw: Path, out: Path, cfg: ConvertConfig, workers: int | Non
     (out / IMAGES).mkdir(parents=True)
     (out / LABELS).mkdir()
     jobs = [(s, cfg, out, raw) for s in found.samples]
-    workers = workers or default_workers()
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_convert_or_error, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
-    else:
-        results = [_convert_or_error(j) for j in jobs]
+    results = list(ordered_map(_convert_or_error, jobs, workers or default_workers()))
     done = [r for r in results if isinstance(r, Converted)]
     problems += [r for r in results if isinstance(r, DataError)]
     _handle_problems(problems, cfg, raw, out)

@@ -23,7 +23,7 @@ import torch
 
 from .errors import DataError
 from .imageio import read_png
-from .paths import MANIFEST
+from .paths import AUGMENT_STATS, MANIFEST, REPORT
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,11 @@ def read_csv(path: Path) -> pd.DataFrame:
 
 def dataset_info(converted: Path) -> dict:
     """``classes`` and ``channels`` as written by the convert stage."""
-    return json.loads((converted / "report.json").read_text())
+    return json.loads((converted / REPORT).read_text())
 
 
 def augment_info(augmented: Path) -> dict:
-    return json.loads((augmented / "augment.json").read_text())
+    return json.loads((augmented / AUGMENT_STATS).read_text())
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -112,7 +112,8 @@ def _discover_folders(root: Path, layout: FolderLayout) -> Discovery:
         candidates = masks.get(mask_stem, [])
         used.add(mask_stem)
         if not candidates:
-            problems.append(DataError(display_path(files[0]), f"no mask named {mask_stem!r} in {display_path(mask_dir)}"))
+            problems.append(DataError(display_path(files[0]),
+                                      f"no mask named {mask_stem!r} in {display_path(mask_dir)}"))
             continue
         if len(candidates) > 1:
             problems.append(DataError(display_path(files[0]), "two mask candidates: "

@@ -11,3 +11,7 @@ class DataError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        # Rebuild from (path, problem) so the error can cross process boundaries.
+        return (type(self), (self.path, self.problem))

@@ -31,7 +31,8 @@ from .metrics import confusion_matrix, per_class_scores, summarise
 
 
 @torch.no_grad()
-def predict_native(model: torch.nn.Module, image: np.ndarray, size: tuple[int, int], device: torch.device) -> np.ndarray:
+def predict_native(model: torch.nn.Module, image: np.ndarray, size: tuple[int, int],
+                   device: torch.device) -> np.ndarray:
     """Label map (H, W) uint8 for one (H, W[, C]) uint8 image of any size."""
     h, w = image.shape[:2]
     small, _ = resize_pair(image, np.zeros((h, w), np.uint8), size)

@@ -40,7 +40,8 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     width, height = im.size
     if width * height > max_pixels:
         im.close()
-        raise DataError(display_path(path), f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+        raise DataError(display_path(path),
+                        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # Pillow warns on some corrupt data instead of raising
