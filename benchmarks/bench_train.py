@@ -90,7 +90,7 @@ def main() -> None:
     precisions = [("fp32", False, False), ("fp32 channels_last", False, True)]
     if bf16_supported(torch.device("cpu")):
         precisions.append(("bf16 channels_last", True, True))
-    lines = [f"| model | precision | train images/s | inference images/s |", "|---|---|---|---|"]
+    lines = ["| model | precision | train images/s | inference images/s |", "|---|---|---|---|"]
     for name, cfg in models.items():
         for label, bf16, cl in precisions:
             torch.manual_seed(0)
