@@ -2,90 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import socket
 from pathlib import Path
 
 import pytest
 
-from medseg import download
+from conftest import FileServer
 from medseg.config import RemoteFile
 from medseg.download import DownloadError, download_file, file_digests
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, more than one download chunk
-
-
-@dataclass
-class FileServer:
-    """Files served from ``root``; ``faults[name]`` is a queue of misbehaviours, one per request."""
-
-    root: Path
-    base_url: str = ""
-    faults: dict[str, list[str]] = field(default_factory=dict)
-    hits: Counter[str] = field(default_factory=Counter)
-
-    def publish(self, name: str, data: bytes, **checksums: str) -> RemoteFile:
-        (self.root / name).write_bytes(data)
-        if not checksums:
-            checksums = {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
-        return RemoteFile(name=name, url=f"{self.base_url}/{name}", **checksums)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        state = self.server.state
-        name = self.path.lstrip("/").split("?")[0]
-        state.hits[name] += 1
-        queue = state.faults.get(name, [])
-        fault = queue.pop(0) if queue else None
-        path = state.root / name
-        if fault == "503":
-            self.send_error(503, "Service Unavailable")
-        elif not path.is_file():
-            self.send_error(404, "Not Found")
-        else:
-            self._send(path.read_bytes(), truncate=fault == "truncate")
-
-    def _send(self, body: bytes, truncate: bool) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if truncate:
-            # Promise the whole body, send half, hang up.
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-        else:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    state: FileServer
-
-
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # a proxy from the environment must not intercept
-    monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.01)
-    root = tmp_path / "served"
-    root.mkdir()
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.state = FileServer(root=root, base_url=f"http://127.0.0.1:{httpd.server_address[1]}")
-    # A short poll interval keeps shutdown() from adding half a second per test.
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield httpd.state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
 
 
 @pytest.fixture
@@ -177,11 +103,12 @@ def test_not_found_is_not_retried(server: FileServer, dest: Path) -> None:
 
 
 def test_unreachable_server_fails_cleanly(tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr("medseg.download.RETRY_BACKOFF_S", 0.01)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     # Bind and close a socket to get a port on which nothing listens.
-    with ThreadingHTTPServer(("127.0.0.1", 0), _Handler) as probe:
-        port = probe.server_address[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     remote = RemoteFile(name="x.zip", url=f"http://127.0.0.1:{port}/x.zip", md5="0" * 32)
 
     with pytest.raises(DownloadError, match="gave up after 2 attempt"):
