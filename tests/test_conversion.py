@@ -182,3 +182,36 @@ def test_chase_groups_pair_left_and_right_eyes(tmp_path):
     assert report["count"] == 28 and report["groups"] == 14
     eyes = manifest.groupby("group")["id"].apply(lambda ids: "".join(sorted(i[-1] for i in ids)))
     assert (eyes == "LR").all()
+
+
+def test_palette_masks_through_the_stage(tmp_path):
+    from PIL import Image
+
+    raw = tmp_path / "raw"
+    save(raw / "images" / "a.png", ramp(24, 32, 1))
+    idx = np.zeros((24, 32), np.uint8)
+    idx[3:9, 4:10] = 5
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette([0, 0, 0] * 5 + [200, 10, 10] + [0, 0, 0] * 250)
+    (raw / "masks").mkdir()
+    im.save(raw / "masks" / "a_mask.png")
+    cfg = folder_cfg(annotation={"format": "palette", "indices": {"background": 0, "lesion": 5}})
+    report = convert_dataset(raw, tmp_path / "out", cfg, workers=1)
+    assert report["class_pixels"]["lesion"] == 36
+    # The same file read as colours needs the colour, not the index.
+    cfg = folder_cfg(annotation={"format": "rgb", "colors": {"background": [0, 0, 0], "lesion": [200, 10, 10]}})
+    assert convert_dataset(raw, tmp_path / "out2", cfg, workers=1)["class_pixels"]["lesion"] == 36
+
+
+def test_truncated_image_stops_or_is_skipped(tmp_path):
+    raw = tmp_path / "raw"
+    write_pair(raw, "a")
+    write_pair(raw, "b", ext="jpg")
+    broken = raw / "images" / "b.jpg"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) * 3 // 4])
+    with pytest.raises(DataError, match="truncated or corrupt") as err:
+        convert_dataset(raw, tmp_path / "out", folder_cfg(), workers=2)
+    assert "b.jpg" in str(err.value)
+    report = convert_dataset(raw, tmp_path / "out2", folder_cfg(on_error="skip"), workers=2)
+    assert report["count"] == 1 and report["skipped"][0]["file"].endswith("b.jpg")
