@@ -32,11 +32,11 @@ class Decoded:
 
 
 def _snap(values: np.ndarray, counts: np.ndarray, table: np.ndarray, tolerance: int, path: Path,
-          describe) -> tuple[np.ndarray, int]:
-    """Map each distinct stored value (rows of ``values``) to the nearest row of ``table``.
+          describe) -> np.ndarray:
+    """Index of the nearest row of ``table`` for each distinct stored value (rows of ``values``).
 
-    Distance is the largest per-channel difference. Returns the table index
-    per distinct value and the number of pixels that moved.
+    Distance is the largest per-channel difference; ``counts`` (pixels per
+    value) only serve the error message for values beyond ``tolerance``.
     """
     dist = np.abs(values[:, None, :].astype(np.int16) - table[None, :, :].astype(np.int16)).max(axis=2)
     nearest = dist.argmin(axis=1)
@@ -50,23 +50,38 @@ def _snap(values: np.ndarray, counts: np.ndarray, table: np.ndarray, tolerance: 
             f"{int(bad.sum())} mask value(s) not in the class map (tolerance {tolerance}), "
             f"covering {int(counts[bad].sum())} pixels: {', '.join(worst)}",
         )
-    moved = int(counts[best > 0].sum())
-    return nearest, moved
+    return nearest
+
+
+_UNSET = 255  # never a class index: at most 255 classes means indices 0..254
+
+
+def _pack(values: np.ndarray) -> np.ndarray:
+    """Rows of 1-3 uint8 channels -> one uint32 per row."""
+    packed = values[:, 0].astype(np.uint32)
+    for ch in range(1, values.shape[1]):
+        packed = (packed << 8) | values[:, ch]
+    return packed
 
 
 def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, tolerance: int, path: Path,
                 describe) -> Decoded:
-    """Decode a mask of packed values through the nearest entry of ``table``."""
+    """Decode a mask through the nearest entry of ``table`` (rows of channel values)."""
     flat = stored.reshape(-1, stored.shape[-1]) if stored.ndim == 3 else stored.reshape(-1, 1)
-    packed = flat[:, 0].astype(np.uint32)
-    for ch in range(1, flat.shape[1]):
-        packed = (packed << 8) | flat[:, ch]
-    uniq, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
-    channels = flat.shape[1]
-    values = np.stack([(uniq >> (8 * (channels - 1 - ch))) & 0xFF for ch in range(channels)], axis=1)
-    nearest, moved = _snap(values, counts, table, tolerance, path, describe)
-    label = class_ids[nearest][inverse].astype(np.uint8).reshape(stored.shape[:2])
-    return Decoded(label, moved)
+    packed = _pack(flat)
+    label = np.full(packed.shape, _UNSET, np.uint8)
+    # Exact colours first: a few equality passes are far cheaper than sorting
+    # every pixel, and lossless masks never need more.
+    for code, class_id in zip(_pack(table), class_ids):
+        label[packed == code] = class_id
+    pending = np.flatnonzero(label == _UNSET)
+    if pending.size:
+        uniq, inverse, counts = np.unique(packed[pending], return_inverse=True, return_counts=True)
+        channels = flat.shape[1]
+        values = np.stack([(uniq >> (8 * (channels - 1 - ch))) & 0xFF for ch in range(channels)], axis=1)
+        nearest = _snap(values, counts, table, tolerance, path, describe)
+        label[pending] = class_ids[nearest][inverse]
+    return Decoded(label.reshape(stored.shape[:2]), int(pending.size))
 
 
 def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: Path) -> Decoded:
