@@ -38,6 +38,14 @@ def data_hash(train: ArraySet, valid: ArraySet) -> str:
     return digest.hexdigest()[:16]
 
 
+def params_hash(dataset: str, params: Params) -> str:
+    """Hash of every params section that shaped this dataset's model and results."""
+    sections = {"dataset": params.dataset(dataset), "augment": params.augment, "split": params.split,
+                "train": params.train, "evaluate": params.evaluate}
+    used = {name: section.model_dump(mode="json") for name, section in sections.items()}
+    return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def progress_picture(valid: ArraySet, pred: torch.Tensor, n: int, classes: list[str], epoch: int) -> np.ndarray:
     rows = []
     for i in range(min(n, len(valid))):
@@ -64,7 +72,8 @@ def main(dataset: str, params: Params) -> None:
     model_cfg = ModelConfig(**cfg.model.model_dump())
     model = build_model(model_cfg, channels, len(classes))
     device = pick_device(cfg.device)
-    tags = {"dataset": dataset, "data_hash": data_hash(train, valid), "device": str(device)}
+    key = {"dataset": dataset, "data_hash": data_hash(train, valid), "params_hash": params_hash(dataset, params)}
+    tags = {**key, "device": str(device)}
 
     with Tracker.start(params.mlflow, run_name=dataset, tags=tags, repo_root=find_repo_root()) as tracker, \
             atomic_dir(paths.progress_dir(dataset)) as progress:
@@ -87,7 +96,9 @@ def main(dataset: str, params: Params) -> None:
             save_checkpoint(model_dir / paths.CHECKPOINT, result.best_state, model_cfg, classes, channels,
                             train.images.shape[1:3], {"dataset": dataset, "image_classes": image_classes(converted),
                                                       **summary})
-            (model_dir / paths.RUN_INFO).write_text(json.dumps({"run_id": tracker.run_id}, indent=2) + "\n")
+            # Kept with the model so a run-cache restore still knows which run it belongs to.
+            run_info = {"run_id": tracker.run_id, "tracking_uri": tracker.uri, **key}
+            (model_dir / paths.RUN_INFO).write_text(json.dumps(run_info, indent=2) + "\n")
             tracker.log_model_file(model_dir / paths.CHECKPOINT)
         write_history(result.history, out_metrics)
         with atomic_file(out_metrics / paths.TRAIN_METRICS) as fh:
