@@ -3,7 +3,7 @@
 Clones this repository's committed HEAD into a temporary folder, runs
 `dvc repro` there (the README's pipeline command, with this interpreter's
 environment), and records wall time per stage and in total together with
-the test-split metrics from metrics/<dataset>/eval.json. Prints and saves
+the test-split metrics from metrics/datasets/<dataset>/eval.json. Prints and saves
 benchmarks/results/pipeline.md.
 
     python benchmarks/pipeline_report.py
@@ -56,10 +56,10 @@ def main() -> None:
                                 check=True).stdout.strip()
         total, stages = run_repro(clone)
         results = {}
-        for path in sorted((clone / "metrics").glob("*/eval.json")):
+        for path in sorted((clone / "metrics" / "datasets").glob("*/eval.json")):
             train = json.loads((path.parent / "train.json").read_text())
             results[path.parent.name] = (json.loads(path.read_text()), train)
-    lines = [f"# Default pipeline, fresh clone\n",
+    lines = ["# Default pipeline, fresh clone\n",
              f"Commit {commit}, {datetime.now():%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} cores. "
              "Command: `python benchmarks/pipeline_report.py` (clones HEAD, runs `dvc repro`).\n",
              f"**Total `dvc repro` wall time: {total:.0f} s ({total / 60:.1f} min).**\n",

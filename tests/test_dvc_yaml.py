@@ -51,6 +51,7 @@ def test_each_stage_reads_only_its_params():
     assert stages["convert"]["do"]["params"] == ["datasets.${item}.convert"]
     assert stages["augment"]["do"]["params"] == ["augment"]
     assert stages["split"]["do"]["params"] == ["split"]
+    assert stages["train"]["do"]["params"] == ["train", "split.folds"]
     params = load_params(REPO / "params.yaml")
     for name in params.datasets:  # every profile has both sections DVC asks for
         assert params.dataset(name).source and params.dataset(name).convert

@@ -75,12 +75,12 @@ def clone(tmp_path_factory) -> Path:
     return dst
 
 
-ALL_STAGES = ("fetch", "convert", "augment", "split", "train", "evaluate")
+ALL_STAGES = ("fetch", "convert", "augment", "split", "train", "evaluate", "track")
 
 
 def test_first_repro_builds_every_stage(clone):
     out = run(["dvc", "repro"], clone)
-    assert ran_stages(out) == {f"{s}@synthetic" for s in ALL_STAGES}
+    assert ran_stages(out) == {f"{s}@synthetic" for s in ALL_STAGES} | {"compare"}
     raw = clone / "data/raw/synthetic"
     assert len(list(raw.glob("*/image/*.jpg"))) == 12
     assert (clone / "data/raw/synthetic.provenance.json").is_file()
@@ -91,12 +91,16 @@ def test_first_repro_builds_every_stage(clone):
     assert set(split.loc[split["kind"] == "augmented", "split"]) <= {"train", "unused"}
     assert set(split["split"]) >= {"train", "valid", "test"}
     assert (clone / "models/synthetic/model.pt").is_file()
-    assert len(list((clone / "metrics/synthetic/progress").glob("epoch_*.png"))) == 2
-    metrics = json.loads((clone / "metrics/synthetic/eval.json").read_text())
-    assert set(metrics["dice"]) == {"liver", "benign", "malignant"}
+    assert len(list((clone / "metrics/datasets/synthetic/progress").glob("epoch_*.png"))) == 2
+    metrics = json.loads((clone / "metrics/datasets/synthetic/eval.json").read_text())
+    assert set(metrics["dice"]) == {"liver", "benign", "malignant", "mass"}   # mass = benign + malignant
     assert metrics["n_test"] == int(((split["kind"] == "original") & (split["split"] == "test")).sum())
     shown = run(["dvc", "metrics", "show", "--json"], clone)
-    assert "metrics/synthetic/eval.json" in shown and "metrics/synthetic/train.json" in shown
+    assert "metrics/datasets/synthetic/eval.json" in shown and "metrics/datasets/synthetic/train.json" in shown
+    summary = json.loads((clone / "metrics/summary.json").read_text())
+    assert list(summary) == ["synthetic"] and summary["synthetic"]["n_test"] == metrics["n_test"]
+    assert "| synthetic | mass |" in (clone / "metrics/summary.md").read_text()
+    assert (clone / "metrics/summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_training_run_is_in_mlflow(clone):
@@ -119,9 +123,26 @@ def test_second_repro_runs_nothing(clone):
 def test_augment_param_reruns_only_what_follows_augment(clone):
     edit_params(clone, lambda d: d["augment"].update(copies=3))
     out = run(["dvc", "repro"], clone)
-    assert ran_stages(out) == {f"{s}@synthetic" for s in ("augment", "split", "train", "evaluate")}
+    assert ran_stages(out) == {f"{s}@synthetic" for s in ("augment", "split", "train", "evaluate", "track")} | {
+        "compare"}
     split = pd.read_csv(clone / "data/split/synthetic.csv")
     assert (split["kind"] == "augmented").sum() == 12 * 3
+
+
+def test_metrics_and_plots_diff_between_commits_name_the_dataset(clone):
+    run(["git", "add", "-A"], clone)
+    run(["git", "commit", "-qm", "results with 3 copies"], clone)
+    edit_params(clone, lambda d: d["train"].update(lr=0.01))
+    run(["dvc", "repro"], clone)
+    run(["git", "add", "-A"], clone)
+    run(["git", "commit", "-qm", "results with lr 0.01"], clone)
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], clone))
+    assert "metrics/datasets/synthetic/eval.json" in diff and "metrics/summary.json" in diff
+    assert any(key.startswith("dice.") for key in diff["metrics/datasets/synthetic/eval.json"])
+    params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], clone))
+    assert params["params.yaml"]["train.lr"] == {"old": 0.002, "new": 0.01}
+    plots = run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], clone)
+    assert "metrics/datasets/synthetic/train_history.csv" in plots
 
 
 def test_same_dvc_yaml_runs_the_shared_real_samples(clone):

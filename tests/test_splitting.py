@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from medseg.config import SplitConfig
+from medseg.dataset import select
 from medseg.splitting import split_table
 
 
@@ -58,16 +59,30 @@ def test_tiny_dataset_still_gets_a_test_group():
     assert set(table.drop_duplicates("group")["split"]) == {"train", "valid", "test"}
 
 
-def test_kfold_over_train_and_valid_groups():
+def test_kfold_over_all_groups():
     orig = originals(n_groups=30)
     table = split_table(orig, augmented(orig, 2), SplitConfig(valid=0.2, test=0.2, folds=4))
     orig_rows = table[table["kind"] == "original"]
-    assert (orig_rows.loc[orig_rows["split"] == "test", "fold"] == -1).all()
-    pool = orig_rows[orig_rows["split"] != "test"]
-    assert sorted(pool["fold"].unique()) == [0, 1, 2, 3]
-    assert (pool.groupby("group")["fold"].nunique() == 1).all()
+    assert sorted(orig_rows["fold"].unique()) == [0, 1, 2, 3]
+    assert (orig_rows.groupby("group")["fold"].nunique() == 1).all()
+    assert orig_rows.groupby("fold")["group"].nunique().between(7, 8).all()
     aug = table[table["kind"] == "augmented"]
     assert (aug["fold"].values == aug["source_id"].map(orig_rows.set_index("id")["fold"]).values).all()
+
+
+def test_cross_validation_rounds_test_every_image_once():
+    orig = originals(n_groups=30)
+    table = split_table(orig, augmented(orig, 2), SplitConfig(folds=5))
+    tested = []
+    for r in range(5):
+        rows = select(table, r)
+        groups = {name: set(part["group"]) for name, part in rows.items()}
+        assert not (groups["train"] & groups["valid"]) and not (groups["train"] & groups["test"])
+        assert not (groups["valid"] & groups["test"])
+        assert set(rows["valid"]["kind"]) == {"original"} == set(rows["test"]["kind"])
+        assert "augmented" in set(rows["train"]["kind"])
+        tested += list(rows["test"]["id"])
+    assert sorted(tested) == sorted(orig["id"])
 
 
 def test_unknown_augmented_source_is_refused():

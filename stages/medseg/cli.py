@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ConfigError, Params, load_params
+from .config import ConfigError, load_params
 from .errors import DataError
 
 log = logging.getLogger("medseg")
@@ -23,17 +23,22 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
-def run_stage(main: Callable[[str, Params], None], argv: list[str] | None = None) -> None:
+def run_stage(main: Callable[..., None], argv: list[str] | None = None, per_dataset: bool = True) -> None:
+    """Parse arguments, load params, call ``main(dataset, params)`` (or ``main(params)``), report failures."""
     parser = argparse.ArgumentParser(description=(main.__doc__ or "").strip().splitlines()[0] if main.__doc__ else None)
-    parser.add_argument("dataset", help="dataset name from params.yaml")
+    if per_dataset:
+        parser.add_argument("dataset", help="dataset name from params.yaml")
     parser.add_argument("--params", default="params.yaml", type=Path, help="parameters file")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         params = load_params(args.params)
-        params.dataset(args.dataset)
-        main(args.dataset, params)
+        if per_dataset:
+            params.dataset(args.dataset)
+            main(args.dataset, params)
+        else:
+            main(params)
     except (ConfigError, DataError) as exc:
         log.error("%s", exc)
         sys.exit(1)

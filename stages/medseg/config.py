@@ -386,14 +386,14 @@ class SplitConfig(Strict):
     valid: float = Field(0.15, ge=0, lt=1)
     test: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
-    folds: int = Field(0, ge=0, description="k for group k-fold over train+valid; 0 = none")
+    folds: int = Field(0, ge=0, description="k for group k-fold cross-validation over all groups; 0 = off")
 
     @model_validator(mode="after")
     def _fractions(self) -> "SplitConfig":
         if self.valid + self.test >= 1:
             raise ValueError("valid + test must be below 1")
-        if self.folds == 1:
-            raise ValueError("folds must be 0 (off) or at least 2")
+        if self.folds in (1, 2):
+            raise ValueError("folds must be 0 (off) or at least 3 (each round needs test, valid and train folds)")
         return self
 
 
@@ -443,10 +443,12 @@ class TrainConfig(Strict):
     bf16: bool = False
     channels_last: bool = False
     preview_images: int = Field(4, ge=0, le=16)
-    fold: int = Field(-1, ge=-1, description="cross-validation fold held out for validation; -1 = use the split")
 
 
 class EvaluateConfig(Strict):
+    combine: dict[str, list[str]] = Field(
+        {}, description="extra scored classes made of several classes, e.g. mass: [benign, malignant]; "
+                        "applied to datasets that have all of them")
     bootstrap: int = Field(1000, ge=0)
     seed: int = 0
     batch_size: int = Field(8, ge=1)
@@ -475,6 +477,11 @@ class Params(Strict):
         for name in self.active:
             if name not in self.datasets:
                 raise ValueError(f"active: unknown dataset {name!r}; known are {sorted(self.datasets)}")
+        known = {c for d in self.datasets.values() for c in d.convert.classes[1:]}
+        for group, members in self.evaluate.combine.items():
+            unknown = sorted(set(members) - known)
+            if unknown:
+                raise ValueError(f"evaluate.combine.{group}: unknown class {unknown[0]!r}; classes are {sorted(known)}")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:

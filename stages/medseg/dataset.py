@@ -3,8 +3,9 @@
 ``load_training_data(converted, augmented, split_csv, fold)`` returns the
 train and valid ``ArraySet``s at the augment stage's output size. Train holds
 the train originals (resized) and the augmented copies the split assigned to
-train; valid holds originals only. With ``fold >= 0`` the cross-validation
-column decides instead: fold ``k`` is valid, the other folds are train.
+train; valid holds originals only. With ``fold = r >= 0`` (cross-validation
+round r of k) the fold column decides instead: fold r is test, fold r+1
+(mod k) is valid, the other folds are train.
 
 Everything is decoded once; a training step only slices arrays, so the
 model never waits for data.
@@ -108,20 +109,30 @@ def concat(a: ArraySet, b: ArraySet) -> ArraySet:
     return ArraySet(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]), a.ids + b.ids)
 
 
-def select(split: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train rows (originals + augmented) and valid rows (originals) for a split or a CV fold."""
+def select(split: pd.DataFrame, fold: int = -1) -> dict[str, pd.DataFrame]:
+    """Rows for ``train`` (originals + augmented), ``valid`` and ``test`` (originals only).
+
+    ``fold < 0``: the fixed split. ``fold = r``: cross-validation round r.
+    """
+    original = split["kind"] == "original"
     if fold < 0:
-        return split[split["split"] == "train"], split[(split["split"] == "valid") & (split["kind"] == "original")]
+        return {"train": split[split["split"] == "train"],
+                "valid": split[(split["split"] == "valid") & original],
+                "test": split[(split["split"] == "test") & original]}
     folds = split["fold"].astype(int)
-    if fold not in set(folds):
-        raise DataError("split.csv", f"fold {fold} not present; set split.folds in params.yaml")
-    pool = folds >= 0
-    return split[pool & (folds != fold)], split[pool & (folds == fold) & (split["kind"] == "original")]
+    k = int(folds.max()) + 1
+    if not 0 <= fold < k:
+        raise DataError("split.csv", f"cross-validation round {fold} does not exist (k = {k}; see split.folds)")
+    valid = (fold + 1) % k
+    return {"train": split[(folds != fold) & (folds != valid)],
+            "valid": split[(folds == valid) & original],
+            "test": split[(folds == fold) & original]}
 
 
 def load_training_data(converted: Path, augmented: Path, split_csv: Path, fold: int = -1) -> tuple[ArraySet, ArraySet]:
     size = tuple(augment_info(augmented)["size"])
-    train_rows, valid_rows = select(read_csv(split_csv), fold)
+    rows = select(read_csv(split_csv), fold)
+    train_rows, valid_rows = rows["train"], rows["valid"]
     orig_ids = sorted(train_rows.loc[train_rows["kind"] == "original", "id"])
     aug_ids = sorted(train_rows.loc[train_rows["kind"] == "augmented", "id"])
     train = concat(load_originals(converted, orig_ids, size), load_augmented(augmented, aug_ids))

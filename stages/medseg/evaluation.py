@@ -69,39 +69,59 @@ def predicted_image_class(pixels: dict[str, int], vocabulary: list[str]) -> str:
     return rest[0] if len(rest) == 1 else ""
 
 
+_FIELDS = ("dice", "iou", "hd95", "gt_empty", "pred_empty", "false_positive", "tp", "fp", "fn")
+
+
+def applicable_groups(combine: dict[str, list[str]], classes: list[str]) -> dict[str, list[int]]:
+    """The ``combine`` groups whose classes all exist here, as label values."""
+    return {name: [classes.index(c) for c in members] for name, members in combine.items()
+            if all(c in classes for c in members)}
+
+
 def score_image(sid: str, image_class: str, pred: np.ndarray, target: np.ndarray, classes: list[str],
-                vocabulary: list[str]) -> ImageResult:
-    scores = per_class_scores(pred, target, len(classes))
+                vocabulary: list[str], groups: dict[str, list[int]] | None = None) -> ImageResult:
+    """Rows of scores for each foreground class, then for each combined group (e.g. benign+malignant)."""
+    scores = {classes[c]: s for c, s in per_class_scores(pred, target, len(classes)).items()}
+    for name, members in (groups or {}).items():
+        scores[name] = per_class_scores(np.isin(pred, members).astype(np.uint8),
+                                        np.isin(target, members).astype(np.uint8), 2)[1]
     pixels = {classes[c]: int(np.count_nonzero(pred == c)) for c in range(1, len(classes))}
     guess = predicted_image_class(pixels, vocabulary)
-    rows = [{"id": sid, "image_class": image_class, "predicted_class": guess, "class": classes[c],
-             **{k: s[k] for k in ("dice", "iou", "hd95", "gt_empty", "pred_empty", "false_positive", "tp", "fp", "fn")}}
-            for c, s in scores.items()]
+    rows = [{"id": sid, "image_class": image_class, "predicted_class": guess, "class": name,
+             **{k: s[k] for k in _FIELDS}} for name, s in scores.items()]
     return ImageResult(sid, image_class, pred, rows, confusion_matrix(pred, target, len(classes)))
 
 
-def _clean(value):
+def without_nan(value):
+    """Replace NaN (also nested in dicts) by None, which JSON writes as null."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: without_nan(v) for k, v in value.items()}
     return value
 
 
-def aggregate(per_image: pd.DataFrame, classes: list[str], n_boot: int, seed: int) -> dict:
-    """Per-class summaries with bootstrap intervals; see the module docstring."""
+def aggregate(per_image: pd.DataFrame, classes: list[str], n_boot: int, seed: int,
+              groups: dict[str, list[int]] | None = None) -> dict:
+    """Per-class (and per combined group) summaries with bootstrap intervals; see the module docstring.
+
+    ``mean_fg_dice`` averages the dataset's own foreground classes only, so a
+    combined group never counts twice.
+    """
+    scored = [*classes[1:], *(groups or {})]
     out: dict = {"n_test": int(per_image["id"].nunique())}
     for metric in ("dice", "iou", "hd95"):
         out[metric] = {c: summarise(per_image.loc[per_image["class"] == c, metric].tolist(), max(n_boot, 1), seed)
-                       for c in classes[1:]}
+                       for c in scored}
     means = [out["dice"][c]["mean"] for c in classes[1:] if not math.isnan(out["dice"][c]["mean"])]
     out["mean_fg_dice"] = float(np.mean(means)) if means else float("nan")
     out["false_positive"] = {}
-    for c in classes[1:]:
+    for c in scored:
         absent = per_image[(per_image["class"] == c) & per_image["gt_empty"]]
         out["false_positive"][c] = {"images": len(absent),
                                     "rate": float(absent["false_positive"].mean()) if len(absent) else float("nan")}
-    by_image = per_image.groupby("id").agg(gt_empty=("gt_empty", "all"), pred_empty=("pred_empty", "all"),
+    own = per_image[per_image["class"].isin(classes[1:])]
+    by_image = own.groupby("id").agg(gt_empty=("gt_empty", "all"), pred_empty=("pred_empty", "all"),
                                            image_class=("image_class", "first"),
                                            predicted=("predicted_class", "first"))
     empty = by_image[by_image["gt_empty"]]
@@ -109,7 +129,7 @@ def aggregate(per_image: pd.DataFrame, classes: list[str], n_boot: int, seed: in
     compared = by_image[by_image["predicted"] != ""]
     out["image_accuracy"] = float((compared["predicted"] == compared["image_class"]).mean()) if len(compared) \
         else float("nan")
-    return _clean(out)
+    return without_nan(out)
 
 
 def pick_cases(per_image: pd.DataFrame, n: int) -> tuple[list[str], list[str]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 DATA = Path("data")
 MODELS = Path("models")
 METRICS = Path("metrics")
+METRICS_DATASETS = METRICS / "datasets"
 
 
 def raw_dir(dataset: str) -> Path:
@@ -57,21 +58,26 @@ def model_dir(dataset: str) -> Path:
 
 
 def metrics_dir(dataset: str) -> Path:
-    """``train`` and ``evaluate`` metrics and plots (small, kept in git)."""
-    return METRICS / dataset
+    """``train`` and ``evaluate`` metrics and plots (small, kept in git).
+
+    All datasets sit under one folder, ``metrics/datasets``, which the
+    ``compare`` stage depends on as a whole: DVC cannot list a dependency per
+    active dataset in a stage that is not a ``foreach``.
+    """
+    return METRICS_DATASETS / dataset
 
 
 def progress_dir(dataset: str) -> Path:
     """``train`` output: one picture per epoch of predictions on fixed validation images."""
-    return METRICS / dataset / "progress"
-
-
-def eval_dir(dataset: str) -> Path:
-    """``evaluate`` output: per-image scores, confusion matrix, overlays."""
-    return METRICS / dataset / "eval"
+    return metrics_dir(dataset) / "progress"
 
 
 CHECKPOINT = "model.pt"
+
+
+def checkpoint_name(fold: int) -> str:
+    """``model.pt`` for the fixed split, ``model_fold<r>.pt`` for cross-validation round r."""
+    return CHECKPOINT if fold < 0 else f"model_fold{fold}.pt"
 RUN_INFO = "mlflow_run.json"
 TRAIN_METRICS = "train.json"
 TRAIN_HISTORY = "train_history.csv"
@@ -81,3 +87,9 @@ IMAGE_CONFUSION = "image_confusion.csv"
 PIXEL_CONFUSION = "pixel_confusion.json"
 OVERLAYS = "overlays.png"
 AUGMENT_STATS = "augment.json"
+
+# ``compare`` outputs: one summary over every active dataset.
+SUMMARY_JSON = METRICS / "summary.json"
+SUMMARY_MD = METRICS / "summary.md"
+SUMMARY_PNG = METRICS / "summary.png"
+SUMMARY_DICE_CSV = METRICS / "summary_dice.csv"

@@ -10,8 +10,11 @@ Rules: every image of a group lands in one split; groups are drawn per
 image-level class so each split keeps the class mix where counts allow;
 augmented copies go to ``train`` when their source is in train and are
 ``unused`` otherwise, so valid and test hold originals only. With ``folds``
-> 0, train+valid groups also get a stratified group k-fold index (test rows
-have fold -1; augmented rows carry their source's fold).
+= k > 0, every group also gets a stratified group k-fold index (augmented
+rows carry their source's fold) for cross-validation: in round ``r`` fold
+``r`` is the test set, fold ``r+1 (mod k)`` the validation set and the rest
+train, so every image is tested exactly once by a model that never saw it
+or used it for model selection (see ``dataset.select``).
 Everything is a function of the inputs and the seed.
 """
 from __future__ import annotations
@@ -75,9 +78,9 @@ def assign_groups(originals: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
 
 def _folds(groups: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     fold = np.full(len(groups), -1)
-    pool = groups.index[groups["split"] != "test"]
+    pool = groups.index
     if len(pool) < cfg.folds:
-        raise ValueError(f"split.folds={cfg.folds} but only {len(pool)} train+valid groups")
+        raise ValueError(f"split.folds={cfg.folds} but only {len(pool)} groups")
     # Groups are already unique here, so StratifiedGroupKFold reduces to a
     # stratified k-fold; it keeps working if several rows share a group.
     kfold = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
