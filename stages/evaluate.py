@@ -21,7 +21,7 @@ from medseg.dataset import read_csv, select
 from medseg.evaluation import (ImageResult, without_nan, aggregate, applicable_groups, pick_cases, predict_native,
                                score_image, tile)
 from medseg.imageio import encode_png, read_png
-from medseg.tracking import Tracker, find_repo_root, flatten
+from medseg.tracking import Tracker, find_repo_root, numeric_metrics
 from medseg.training import pick_device, seed_everything
 from medseg.visualize import caption, grid, overlay
 
@@ -119,18 +119,10 @@ def log_to_run(dataset: str, params: Params, metrics: dict) -> None:
     if not run.get("run_id"):
         return
     with Tracker.resume(params.mlflow, run["run_id"], find_repo_root()) as tracker:
-        tracker.log_metrics({f"test.{k}": float(v) for k, v in flatten(metrics).items() if _is_number(v)})
+        tracker.log_metrics(numeric_metrics(metrics, "test"))
         for name in (paths.EVAL_METRICS, paths.PER_IMAGE, paths.OVERLAYS):
             if (paths.metrics_dir(dataset) / name).exists():
                 tracker.log_artifact(paths.metrics_dir(dataset) / name, "evaluation")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
-"""Shared test helpers: the real sample datasets, tiny image writers, a local HTTP server."""
+"""Shared test helpers: the real sample datasets, tiny image writers, a local HTTP server, a clone to run DVC in."""
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from medseg.config import RemoteFile
@@ -111,3 +117,45 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServ
     httpd.shutdown()
     httpd.server_close()
     thread.join()
+
+
+# --------------------------------------------------------------------------- the pipeline in a temporary clone
+def run(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
+    """Run ``cmd`` (dvc, git, ...) as a user would in ``cwd``; stdout + stderr, or fail with both."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own sqlite store
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost", GIT_COMMITTER_NAME="test",
+               GIT_COMMITTER_EMAIL="test@localhost", DVC_NO_ANALYTICS="1")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    """The stages ``dvc repro`` output says it ran (not those it skipped or restored)."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def edit_params(repo: Path, change: Callable[[dict], None]) -> None:
+    path = repo / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def clone_work_tree(dst: Path, change: Callable[[dict], None]) -> Path:
+    """Copy the working tree's files (tracked or not ignored) into ``dst``, edit params, commit as a fresh repo."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = REPO / os.fsdecode(name)
+        if src.is_file() and not name.startswith((b"data/split/",)):
+            (dst / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / os.fsdecode(name))
+    edit_params(dst, change)
+    run(["git", "init", "-q"], dst)
+    run(["git", "add", "-A"], dst)
+    run(["git", "commit", "-qm", "clone"], dst)
+    return dst

@@ -7,45 +7,18 @@ shared real samples through params.yaml entries alone.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, clone_work_tree, edit_params, ran_stages, run
 from medseg.imageio import read_png
 
 pytestmark = pytest.mark.slow
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own sqlite store
-    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost", GIT_COMMITTER_NAME="test",
-               GIT_COMMITTER_EMAIL="test@localhost", DVC_NO_ANALYTICS="1")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout + proc.stderr
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def edit_params(repo: Path, change) -> None:
-    path = repo / "params.yaml"
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def tiny(data: dict) -> None:
@@ -59,20 +32,7 @@ def tiny(data: dict) -> None:
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    """Copy the working tree's files (tracked or not ignored) into a fresh git repo."""
-    dst = tmp_path_factory.mktemp("clone")
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, files):
-        src = REPO / os.fsdecode(name)
-        if src.is_file() and not name.startswith((b"data/split/",)):
-            (dst / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / os.fsdecode(name))
-    edit_params(dst, tiny)
-    run(["git", "init", "-q"], dst)
-    run(["git", "add", "-A"], dst)
-    run(["git", "commit", "-qm", "clone"], dst)
-    return dst
+    return clone_work_tree(tmp_path_factory.mktemp("clone"), tiny)
 
 
 ALL_STAGES = ("fetch", "convert", "augment", "split", "train", "evaluate", "track")
@@ -140,7 +100,7 @@ def test_metrics_and_plots_diff_between_commits_name_the_dataset(clone):
     assert "metrics/datasets/synthetic/eval.json" in diff and "metrics/summary.json" in diff
     assert any(key.startswith("dice.") for key in diff["metrics/datasets/synthetic/eval.json"])
     params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], clone))
-    assert params["params.yaml"]["train.lr"] == {"old": 0.002, "new": 0.01}
+    assert params["params.yaml"]["train.lr"]["old"] == 0.002 and params["params.yaml"]["train.lr"]["new"] == 0.01
     plots = run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], clone)
     assert "metrics/datasets/synthetic/train_history.csv" in plots
 
@@ -171,3 +131,52 @@ def test_same_dvc_yaml_runs_the_shared_real_samples(clone):
     originals = chase[chase["kind"] == "original"]
     assert originals["group"].nunique() == 14
     assert (originals.groupby("group")["split"].nunique() == 1).all()
+
+
+def readme_example() -> dict:
+    """The params entry from the README's worked example, exactly as documented."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Adding a dataset: a worked example", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
+
+
+def write_thyroid(root: Path) -> None:
+    """Images with grey-level masks named {stem}_mask, two scans per patient."""
+    rng = np.random.default_rng(0)
+    for patient in range(1, 9):
+        for scan in (1, 2):
+            mask = np.zeros((48, 64), np.uint8)
+            y, x = rng.integers(8, 30), rng.integers(8, 40)
+            mask[y:y + 10, x:x + 12] = 128 if patient % 2 else 255
+            image = np.clip(rng.normal(100, 15, mask.shape) + (mask > 0) * 80, 0, 255).astype(np.uint8)
+            stem = f"case_{patient:03d}_{scan}"
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            (root / "masks").mkdir(exist_ok=True)
+            cv2.imwrite(str(root / "images" / f"{stem}.png"), image)
+            cv2.imwrite(str(root / "masks" / f"{stem}_mask.png"), mask)
+
+
+def test_new_grey_dataset_from_params_only(clone, tmp_path):
+    example = readme_example()
+    write_thyroid(tmp_path / "thyroid")
+
+    def add(data: dict) -> None:
+        data["active"] = example["active"]
+        entry = example["datasets"]["thyroid"]
+        entry["source"]["path"] = str(tmp_path / "thyroid")
+        data["datasets"]["thyroid"] = entry
+        data["augment"].update(copies=1)
+
+    edit_params(clone, add)
+    out = run(["dvc", "repro"], clone)
+    assert {f"{s}@thyroid" for s in ALL_STAGES} | {"compare"} <= ran_stages(out)
+    report = json.loads((clone / "data/converted/thyroid/report.json").read_text())
+    assert report["count"] == 16 and report["groups"] == 8
+    assert report["image_classes"] == {"cyst": 8, "nodule": 8}
+    split = pd.read_csv(clone / "data/split/thyroid.csv", dtype=str)
+    originals = split[split["kind"] == "original"]
+    assert (originals.groupby("group")["split"].nunique() == 1).all()
+    metrics = json.loads((clone / "metrics/datasets/thyroid/eval.json").read_text())
+    assert set(metrics["dice"]) == {"nodule", "cyst"}
+    assert list(json.loads((clone / "metrics/summary.json").read_text())) == ["thyroid"]

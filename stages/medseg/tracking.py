@@ -15,11 +15,25 @@ tree was dirty (``git.dirty``), and the DVC stage and experiment that ran it
 Where runs go (``resolve_tracking_uri``): ``$MLFLOW_TRACKING_URI``, else
 ``mlflow.tracking_uri`` from ``params.yaml``, else ``sqlite:///<root>/mlflow.db``
 with artifacts in ``<root>/mlruns/``. ``<root>`` is ``$DVC_ROOT`` when DVC runs
-the stage: DVC points it at the user's repository even when a queued
-experiment (``dvc exp run --queue``) runs in a temporary copy, so those runs
-land in the same store. Relative sqlite paths are relative to that root too.
-For parallel queue workers or runs on other machines, start a tracking server
-(``mlflow server``) and set ``MLFLOW_TRACKING_URI`` to it.
+the stage: DVC points it at the user's repository even when an experiment
+runs in a temporary copy (``dvc exp run --temp``, ``--queue``), so those runs
+land in the same store (tests/test_track.py runs both). Relative sqlite paths
+are relative to that root too. For parallel queue workers or runs on other
+machines, start a tracking server (``mlflow server``) and set
+``MLFLOW_TRACKING_URI`` to it.
+
+Each result is recorded once per *run key*: the git commit, dataset, data hash
+and params hash (``run_key``). The train stage's run carries the key in its
+tags; the track stage (``sync_run``) searches for a finished run with the key
+(``find_run``) and creates one from the files on disk only when there is none,
+e.g. when DVC restored train and evaluate from its run-cache or the results
+were committed since they were computed. The key holds the commit but not the
+dirty flag, which stays a plain tag: a stage run always leaves the work tree
+dirty (it rewrites dvc.lock and the metrics files), so the training run (maybe
+clean) and the sync right after it (always dirty) must match on the commit
+alone. The clean record of a result comes once the result is committed: the
+next sync then finds no run for the new commit and adds one (``git.dirty:
+false``).
 
 When the store cannot be reached, ``mlflow.required: false`` (the default)
 turns the tracker into a no-op after one warning, so training still finishes
@@ -66,6 +80,7 @@ _PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEO
 _DVC_ENV = {"DVC_STAGE": "stage", "DVC_EXP_NAME": "exp_name", "DVC_EXP_BASELINE_REV": "exp_baseline_rev"}
 
 _SQLITE = "sqlite:///"
+COMMIT_TAG = "mlflow.source.git.commit"  # the name the MLflow UI shows as the source commit
 _ARTIFACT_DIR = "mlruns"  # beside the sqlite file; already in .gitignore
 _MODEL_DIR = "model"
 
@@ -144,6 +159,23 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def numeric_metrics(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers in nested ``d``, flattened like ``flatten``; text, lists, booleans and ``None`` are left out.
+
+    ``numeric_metrics({"dice": {"liver": 0.9}, "n": 3, "note": None}, "test")``
+    is ``{"test.dice.liver": 0.9, "test.n": 3.0}``.
+    """
+    return {name: float(value) for name, value in flatten(d, prefix).items() if _is_float(value)}
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, (list, tuple, Mapping)):
         return json.dumps(value, default=str)
@@ -156,7 +188,7 @@ def _truncate(text: str, limit: int) -> str:
 
 def _provenance_tags(repo_root: Path) -> dict[str, str]:
     git = git_state(repo_root)
-    tags = {"mlflow.source.git.commit": git["commit"], "git.dirty": git["dirty"]}
+    tags = {COMMIT_TAG: git["commit"], "git.dirty": git["dirty"]}
     tags.update({f"dvc.{key}": value for key, value in dvc_context().items()})
     return tags
 
@@ -399,3 +431,70 @@ class Tracker:
                 raise
             # Never hide the error that ended the block behind a tracking one.
             log.exception("could not mark MLflow run %s as %s", self._run_id, status)
+
+
+# --------------------------------------------------------------------------- one run per result
+def run_key(repo_root: Path, dataset: str, data_hash: str, params_hash: str) -> dict[str, str]:
+    """The tags that identify a result: current commit, dataset, data hash, params hash.
+
+    The dirty flag is left out on purpose (see the module docstring).
+    """
+    return {COMMIT_TAG: git_state(repo_root)["commit"], "dataset": dataset, "data_hash": data_hash,
+            "params_hash": params_hash}
+
+
+def find_run(cfg: MlflowConfig, repo_root: Path, key: Mapping[str, str]) -> str | None:
+    """The oldest FINISHED, not deleted run in ``cfg.experiment`` tagged with all of ``key``, else ``None``.
+
+    FAILED and KILLED runs do not count: they may lack the results. Raises
+    whatever MLflow raises when the store cannot be searched.
+    """
+    uri = resolve_tracking_uri(cfg, repo_root)
+    client = _connect(uri)
+    with _fail_fast():
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        if experiment is None or experiment.lifecycle_stage == "deleted":
+            return None
+        runs = client.search_runs([experiment.experiment_id], filter_string=_key_filter(key), max_results=1,
+                                  order_by=["attributes.start_time ASC"])
+    return runs[0].info.run_id if runs else None
+
+
+def _check_key(key: Mapping[str, str]) -> None:
+    # MLflow's filter grammar has no escape for a quote inside a value; our
+    # values are hashes, commits and dataset names, so one means a bug.
+    for name, value in key.items():
+        if "'" in value or "`" in name:
+            raise ValueError(f"run key {name}={value!r}: quotes cannot be searched for")
+
+
+def _key_filter(key: Mapping[str, str]) -> str:
+    _check_key(key)
+    clauses = [f"tags.`{name}` = '{value}'" for name, value in key.items()]
+    return " and ".join([*clauses, "attributes.status = 'FINISHED'"])
+
+
+def sync_run(cfg: MlflowConfig, repo_root: Path, run_name: str, key: Mapping[str, str],
+             tags: Mapping[str, Any], fill: Callable[[Tracker], None]) -> str | None:
+    """Make sure the store holds one finished run for ``key``; return its id.
+
+    An existing run (``find_run``) is left as it is. Otherwise a new run named
+    ``run_name`` is opened with the key, ``tags`` and the usual provenance as
+    tags, and ``fill`` logs the results into it. When the store cannot be
+    reached this follows ``cfg.required`` like ``Tracker.start``: raise
+    ``TrackingError``, or warn once and return ``None``.
+    """
+    _check_key(key)  # a bad key is a bug, not an unavailable store
+    try:
+        existing = find_run(cfg, repo_root, key)
+    except Exception as exc:  # broad for the same reason as in Tracker.start()
+        return Tracker._unavailable(cfg, resolve_tracking_uri(cfg, repo_root), exc).run_id
+    described = ", ".join(f"{name}={value}" for name, value in key.items())
+    if existing is not None:
+        log.info("MLflow run %s already records %s; nothing to sync", existing, described)
+        return existing
+    with Tracker.start(cfg, run_name, {**key, **tags}, repo_root) as tracker:
+        fill(tracker)
+    if tracker.run_id is not None:
+        log.info("MLflow run %s created for %s", tracker.run_id, described)
+    return tracker.run_id
