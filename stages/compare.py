@@ -20,22 +20,15 @@ from medseg import paths  # noqa: E402
 from medseg.atomic import atomic_file  # noqa: E402
 from medseg.cli import run_stage  # noqa: E402
 from medseg.config import Params  # noqa: E402
-from medseg.errors import DataError  # noqa: E402
+from medseg.tables import read_json  # noqa: E402
 
 log = logging.getLogger("compare")
 
 
-def _read_json(path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(path, "not found; run the dataset's stages first (dvc repro)") from None
-
-
 def collect(dataset: str) -> dict:
-    evaluation = _read_json(paths.metrics_dir(dataset) / paths.EVAL_METRICS)
-    training = _read_json(paths.metrics_dir(dataset) / paths.TRAIN_METRICS)
-    report = _read_json(paths.converted_dir(dataset) / paths.REPORT)
+    evaluation = read_json(paths.metrics_dir(dataset) / paths.EVAL_METRICS)
+    training = read_json(paths.metrics_dir(dataset) / paths.TRAIN_METRICS)
+    report = read_json(paths.converted_dir(dataset) / paths.REPORT)
     entry = {"images": report["count"], "groups": report["groups"], "n_test": evaluation["n_test"],
              "mean_fg_dice": evaluation["mean_fg_dice"], "train_seconds": training["train_seconds"],
              "epochs_run": training["epochs_run"]}

@@ -17,7 +17,8 @@ from medseg.atomic import atomic_file
 from medseg.checkpoint import load_checkpoint
 from medseg.cli import run_stage
 from medseg.config import Params
-from medseg.dataset import read_csv, select
+from medseg.dataset import select
+from medseg.tables import read_csv, read_json
 from medseg.evaluation import (ImageResult, without_nan, aggregate, applicable_groups, pick_cases, predict_native,
                                score_image, tile)
 from medseg.imageio import encode_png, read_png
@@ -28,10 +29,10 @@ from medseg.visualize import caption, grid, overlay
 log = logging.getLogger("evaluate")
 
 
-def overlay_grid(results: dict[str, ImageResult], per_image: pd.DataFrame, converted, n: int, classes) -> np.ndarray:
+def overlay_grid(results: dict[str, ImageResult], per_image: pd.DataFrame, converted, manifest: pd.DataFrame,
+                 n: int, classes) -> np.ndarray:
     best, worst = pick_cases(per_image, n)
     dice = per_image.groupby("id")["dice"].mean()
-    manifest = read_csv(converted / paths.MANIFEST).set_index("id")
     rows = []
     for tag, ids in (("best", best), ("worst", worst)):
         for sid in ids:
@@ -106,7 +107,7 @@ def main(dataset: str, params: Params) -> None:
     metrics = aggregate(per_image, classes, cfg.bootstrap, cfg.seed, groups)
     if params.split.folds:
         metrics["cv"] = without_nan(cross_validation(per_image, classes, groups))
-    picture = overlay_grid(results, per_image, converted, cfg.overlays, classes) if cfg.overlays else None
+    picture = overlay_grid(results, per_image, converted, manifest, cfg.overlays, classes) if cfg.overlays else None
     write_outputs(dataset, metrics, per_image, results, picture, classes)
     log_to_run(dataset, params, metrics)
     log.info("%s: mean foreground dice %.4f on %d test images; %s", dataset, metrics["mean_fg_dice"] or float("nan"),
@@ -115,7 +116,7 @@ def main(dataset: str, params: Params) -> None:
 
 def log_to_run(dataset: str, params: Params, metrics: dict) -> None:
     """Add the test metrics and artifacts to the training run in MLflow."""
-    run = json.loads((paths.model_dir(dataset) / paths.RUN_INFO).read_text())
+    run = read_json(paths.model_dir(dataset) / paths.RUN_INFO)
     if not run.get("run_id"):
         return
     with Tracker.resume(params.mlflow, run["run_id"], find_repo_root()) as tracker:

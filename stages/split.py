@@ -6,29 +6,20 @@ file is small and kept in git so a reviewer sees where each image went.
 """
 import logging
 
-import pandas as pd
-
 from medseg import paths
 from medseg.atomic import atomic_file
 from medseg.cli import run_stage
 from medseg.config import Params
-from medseg.errors import DataError
+from medseg.tables import read_csv
 from medseg.splitting import split_table
 
 log = logging.getLogger("split")
 
 
-def _read_csv(path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(path, "not found; run the earlier stages first (dvc repro)") from None
-
-
 def main(dataset: str, params: Params) -> None:
     """Split one dataset by patient group."""
-    originals = _read_csv(paths.converted_dir(dataset) / paths.MANIFEST)
-    augmented = _read_csv(paths.augmented_dir(dataset) / paths.MANIFEST)
+    originals = read_csv(paths.converted_dir(dataset) / paths.MANIFEST)
+    augmented = read_csv(paths.augmented_dir(dataset) / paths.MANIFEST)
     table = split_table(originals, augmented, params.split)
     with atomic_file(paths.split_file(dataset), newline="") as fh:
         table.to_csv(fh, index=False)

@@ -15,7 +15,6 @@ the stage when the results change; a new commit alone changes the key but
 no dependency, so recording unchanged results under a new commit takes
 `dvc repro -f -s track@<dataset>`.
 """
-import json
 import logging
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from medseg import paths
 from medseg.cli import run_stage
 from medseg.config import Params
 from medseg.errors import DataError
+from medseg.tables import read_json
 from medseg.tracking import Tracker, find_repo_root, numeric_metrics, run_key, sync_run
 
 log = logging.getLogger("track")
@@ -35,7 +35,7 @@ KEY_FIELDS = ("data_hash", "params_hash")
 def read_run_info(dataset: str) -> dict:
     """train's record of the run key (and the run id, when training was tracked)."""
     path = paths.model_dir(dataset) / paths.RUN_INFO
-    info = json.loads(path.read_text())
+    info = read_json(path)
     missing = [name for name in KEY_FIELDS if not info.get(name)]
     if missing:
         raise DataError(path, f"no {', '.join(missing)}: the model predates run keys; retrain it "
@@ -58,11 +58,11 @@ def round_prefix(fold: int) -> str:
 
 def log_results(tracker: Tracker, dataset: str, params: Params) -> None:
     """Log the results on disk as train and evaluate would have logged them."""
-    summary = json.loads((paths.metrics_dir(dataset) / paths.TRAIN_METRICS).read_text())
+    summary = read_json(paths.metrics_dir(dataset) / paths.TRAIN_METRICS)
     tracker.log_params(run_params(dataset, params, summary))
     log_history(tracker, paths.metrics_dir(dataset) / paths.TRAIN_HISTORY)
     tracker.log_metrics(numeric_metrics(summary))
-    scores = json.loads((paths.metrics_dir(dataset) / paths.EVAL_METRICS).read_text())
+    scores = read_json(paths.metrics_dir(dataset) / paths.EVAL_METRICS)
     tracker.log_metrics(numeric_metrics(scores, "test"))
     log_artifacts(tracker, dataset)
 

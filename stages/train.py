@@ -21,7 +21,8 @@ from medseg.atomic import atomic_dir, atomic_file
 from medseg.checkpoint import save_checkpoint
 from medseg.cli import run_stage
 from medseg.config import Params, TrainConfig
-from medseg.dataset import ArraySet, dataset_info, load_training_data, read_csv
+from medseg.dataset import ArraySet, dataset_info, load_training_data
+from medseg.tables import read_csv
 from medseg.imageio import write_png
 from medseg.model import ModelConfig, build_model
 from medseg.tracking import Tracker, find_repo_root

@@ -12,7 +12,6 @@ model never waits for data.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from .errors import DataError
 from .imageio import read_png
 from .paths import AUGMENT_STATS, MANIFEST, REPORT
+from .tables import read_csv, read_json
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,13 @@ class ArraySet:
         return len(self.ids)
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(path, "not found; run the earlier stages first (dvc repro)") from None
-
-
 def dataset_info(converted: Path) -> dict:
     """``classes`` and ``channels`` as written by the convert stage."""
-    return json.loads((converted / REPORT).read_text())
+    return read_json(converted / REPORT)
 
 
 def augment_info(augmented: Path) -> dict:
-    return json.loads((augmented / AUGMENT_STATS).read_text())
+    return read_json(augmented / AUGMENT_STATS)
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
