@@ -54,11 +54,12 @@ def repro(clone: Path) -> float:
     return time.perf_counter() - start
 
 
-def report(dataset: str, folds: int, metrics: dict, train: dict, seconds: float, commit: str, params: dict) -> str:
+def report(command: str, dataset: str, folds: int, metrics: dict, train: dict, seconds: float, commit: str,
+           params: dict) -> str:
     cv = metrics["cv"]
     lines = [f"# {dataset}: {folds}-fold group cross-validation\n",
              f"Commit {commit}, {datetime.now():%Y-%m-%d}, {os.cpu_count()} cores, `dvc repro` {seconds:.0f} s. "
-             f"Command: `python benchmarks/crossval_report.py --dataset {dataset} --folds {folds}`. "
+             f"Command: `{command}`. "
              f"Each round: one fold test, the next fold validation (model selection), the rest train, with "
              f"{params['augment']['copies']} augmented copies per train image at {params['augment']['size']}; "
              f"every image is tested once by a model that never saw it.\n",
@@ -94,7 +95,8 @@ def main() -> None:
         out = clone / "metrics" / "datasets" / args.dataset
         metrics = json.loads((out / "eval.json").read_text())
         train = json.loads((out / "train.json").read_text())
-    text = report(args.dataset, args.folds, metrics, train, seconds, commit, params)
+    command = " ".join(["python benchmarks/crossval_report.py", *sys.argv[1:]])
+    text = report(command, args.dataset, args.folds, metrics, train, seconds, commit, params)
     print(text)
     (REPO / "benchmarks" / "results" / f"{args.dataset}_cv.md").write_text(text)
 
