@@ -48,13 +48,16 @@ def augment_info(augmented: Path) -> dict:
     return read_json(augmented / AUGMENT_STATS)
 
 
-def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to (height, width): area/linear for the image, nearest for labels."""
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (height, width): area averaging when shrinking, linear when enlarging."""
     h, w = size
     interp = cv2.INTER_AREA if image.shape[0] >= h and image.shape[1] >= w else cv2.INTER_LINEAR
-    img = cv2.resize(image, (w, h), interpolation=interp)
-    lab = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
-    return img, lab
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize image (``resize_image``) and label (nearest, never new values) to (height, width)."""
+    return resize_image(image, size), cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def as_hwc(image: np.ndarray) -> np.ndarray:

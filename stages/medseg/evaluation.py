@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .dataset import as_hwc, resize_pair, to_tensor
+from .dataset import as_hwc, resize_image, to_tensor
 from .metrics import confusion_matrix, per_class_scores, summarise
 
 
@@ -35,7 +35,7 @@ def predict_native(model: torch.nn.Module, image: np.ndarray, size: tuple[int, i
                    device: torch.device) -> np.ndarray:
     """Label map (H, W) uint8 for one (H, W[, C]) uint8 image of any size."""
     h, w = image.shape[:2]
-    small, _ = resize_pair(image, np.zeros((h, w), np.uint8), size)
+    small = resize_image(image, size)
     x = to_tensor(as_hwc(small)[None]).to(device)
     logits = model(x).float()
     logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
