@@ -438,8 +438,11 @@ class TrainConfig(Strict):
     dice_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
     seed: int = 0
-    threads: int = Field(2, ge=1)
+    threads: int = Field(2, ge=1, description="CPU threads per machine, divided among its training processes")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    processes: int = Field(1, ge=1, description="data-parallel training processes on this machine (DDP via "
+                                                "torchrun); 1 = a single process")
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on CUDA, gloo on CPU")
     bf16: bool = False
     channels_last: bool = False
     preview_images: int = Field(4, ge=0, le=16)

@@ -315,6 +315,11 @@ class Tracker:
         return cls(client, run_id, uri, cfg.required)
 
     @classmethod
+    def off(cls) -> Tracker:
+        """A tracker that records nothing: training processes other than process 0 use it."""
+        return cls(None, None, "", required=False)
+
+    @classmethod
     def _unavailable(cls, cfg: MlflowConfig, uri: str, exc: Exception) -> Tracker:
         problem = "is unreachable" if uri.startswith(("http://", "https://")) else "failed"
         message = f"MLflow tracking at {uri} {problem}: {_reason(exc)}"

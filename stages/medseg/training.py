@@ -9,6 +9,11 @@ the state that produced it is never kept as best.
 Determinism on CPU: ``seed_everything`` fixes the seeds and the thread
 count, batches come from a seeded ``torch.Generator``, and nothing else
 draws random numbers, so two runs on one machine give identical weights.
+
+Several processes (``medseg.distributed``): pass ``world``; each process
+trains on its shard of every global batch through DDP, validates the whole
+validation set, and follows process 0's validation Dice, so all processes
+stop at the same epoch.
 """
 from __future__ import annotations
 
@@ -26,12 +31,14 @@ from tqdm import tqdm
 
 from .config import TrainConfig
 from .dataset import ArraySet, to_tensor
+from .errors import StageError
+from .distributed import World, all_true, from_main, shard, total, wrap
 from .losses import build_loss
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(StageError):
     """The loss became NaN or infinite."""
 
 
@@ -83,20 +90,37 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 class Batches:
-    """Seeded shuffled mini-batches over an ``ArraySet``, as tensors on ``device``."""
+    """Seeded shuffled mini-batches over an ``ArraySet``, as tensors on ``device``.
 
-    def __init__(self, data: ArraySet, batch_size: int, device: torch.device, memory_format, seed: int) -> None:
+    ``batch_size`` is the global batch; with several processes (``world``) each
+    yields its shard of every global batch, from the same permutation.
+    """
+
+    def __init__(self, data: ArraySet, batch_size: int, device: torch.device, memory_format, seed: int,
+                 world: World = World()) -> None:
         self.data, self.batch_size, self.device, self.memory_format = data, batch_size, device, memory_format
+        self.world = world
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return math.ceil(len(self.data) / self.batch_size)
 
     def __iter__(self):
+        for x, y, _ in self.weighted():
+            yield x, y
+
+    def weighted(self):
+        """``(x, y, weight)``: ``weight`` is this shard's size times the process count over the global batch size.
+
+        Scaling each process's mean loss by it makes DDP's gradient average
+        the gradient of the global batch's mean loss, also for an uneven last batch.
+        """
         order = torch.randperm(len(self.data), generator=self.generator).numpy()
         for start in range(0, len(order), self.batch_size):
             idx = np.sort(order[start:start + self.batch_size])
-            yield self.tensors(idx)
+            part = shard(idx, self.world)
+            if part is not None:
+                yield *self.tensors(part), len(part) * self.world.size / len(idx)
 
     def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_tensor(self.data.images[idx]).to(self.device, memory_format=self.memory_format)
@@ -110,24 +134,29 @@ def _autocast(device: torch.device, bf16: bool):
 
 def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                 cfg: TrainConfig, epoch: int, bf16: bool) -> float:
+    """One pass over ``batches``; the mean training loss over all processes' images."""
     model.train()
-    total, seen = 0.0, 0
-    bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
-    for number, (x, y) in enumerate(bar, start=1):
+    world = batches.world
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(batches.weighted(), total=len(batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+               disable=None if world.is_main else True)
+    for number, (x, y, weight) in enumerate(bar, start=1):
         with _autocast(x.device, bf16):
             loss = loss_fn(model(x), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch}, batch {number}; "
+        if not all_true(bool(torch.isfinite(loss)), world, x.device):
+            where = f"epoch {epoch}, batch {number}" + (f" (process {world.rank})" if world.distributed else "")
+            raise NonFiniteLoss(f"loss became {'non-finite' if torch.isfinite(loss) else loss.item()} at {where}; "
                                 "lower train.lr or check the data")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if weight != 1 else loss).backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        total += loss.item() * len(x)
+        loss_sum += loss.item() * len(x)
         seen += len(x)
-        bar.set_postfix(loss=f"{total / seen:.4f}")
-    return total / seen
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    loss_sum, seen = total([loss_sum, float(seen)], world, batches.device)
+    return loss_sum / seen
 
 
 @torch.no_grad()
@@ -178,41 +207,50 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
 
 
 def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, classes: list[str],
-        device: torch.device, on_epoch: Callable[[EpochStats, torch.Tensor], None] | None = None) -> FitResult:
-    """Train ``model`` and return the best state by validation foreground Dice."""
+        device: torch.device, on_epoch: Callable[[EpochStats, torch.Tensor], None] | None = None,
+        world: World = World()) -> FitResult:
+    """Train ``model`` and return the best state by validation foreground Dice.
+
+    With several processes (``world``), call it in every process; ``on_epoch``
+    is called in process 0 only.
+    """
     bf16 = cfg.bf16 and bf16_supported(device)
     if cfg.bf16 and not bf16:
         log.warning("train.bf16 is set but %s does not support bf16; training in fp32", device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
+    net = wrap(model, world, device)
     loss_fn = build_loss(len(classes), dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight)
-    optimizer, batches = build_optimizer(model, cfg), Batches(train, cfg.batch_size, device, memory_format, cfg.seed)
+    optimizer = build_optimizer(net, cfg)
+    batches = Batches(train, cfg.batch_size, device, memory_format, cfg.seed, world)
     scheduler = build_scheduler(optimizer, cfg)
     result = FitResult(best_state={}, best_epoch=0, best_dice=-1.0)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(model, batches, loss_fn, optimizer, cfg, epoch, bf16)
+        train_loss = train_epoch(net, batches, loss_fn, optimizer, cfg, epoch, bf16)
         seconds = time.perf_counter() - start
         val_loss, per_class, pred = validate(model, valid, loss_fn, len(classes), cfg, device, bf16, memory_format)
-        val_dice = float(np.mean(list(per_class.values()))) if per_class else 0.0
+        val_dice = from_main(float(np.mean(list(per_class.values()))) if per_class else 0.0, world, device)
         stats = EpochStats(epoch, train_loss, val_loss, val_dice, {classes[c]: d for c, d in per_class.items()},
                            lr, seconds, len(train) / seconds)
         result.history.append(stats)
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val dice %.4f %s, lr %.2g, %.1f img/s", epoch,
-                 train_loss, val_loss, val_dice, {k: round(v, 3) for k, v in stats.val_dice_per_class.items()},
-                 lr, stats.images_per_s)
+        if world.is_main:
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val dice %.4f %s, lr %.2g, %.1f img/s", epoch,
+                     train_loss, val_loss, val_dice, {k: round(v, 3) for k, v in stats.val_dice_per_class.items()},
+                     lr, stats.images_per_s)
         if val_dice > result.best_dice:
             result.best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.best_dice = epoch, val_dice
-        if on_epoch is not None:
+        if on_epoch is not None and world.is_main:
             on_epoch(stats, pred)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_dice)
         elif scheduler is not None:
             scheduler.step()
         if epoch - result.best_epoch >= cfg.early_stopping:
-            log.info("no validation improvement for %d epochs; stopping early", cfg.early_stopping)
+            if world.is_main:
+                log.info("no validation improvement for %d epochs; stopping early", cfg.early_stopping)
             result.stopped_early = True
             break
     return result
