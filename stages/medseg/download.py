@@ -118,7 +118,10 @@ def _fetch_once(remote: RemoteFile, final: Path, timeout_s: float, progress: boo
                 problem = _mismatch(remote, digests)
                 if problem is not None:
                     raise _Retryable(f"{remote.url}: {problem}")
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+    except requests.exceptions.ChunkedEncodingError as exc:
+        # How urllib3 reports a body cut short on most versions (IncompleteRead).
+        raise _Retryable(f"{remote.url}: transfer cut short ({exc})") from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
         raise _Retryable(f"{remote.url}: {exc}") from exc
     except requests.RequestException as exc:
         raise DownloadError(final, f"cannot download {remote.url}: {exc}") from exc
