@@ -2,17 +2,27 @@
 
 Everything is first written under a temporary sibling path and moved into
 place with ``os.replace`` only once it is complete. If the process dies
-before that, only a ``.tmp-*`` sibling remains, which no stage or DVC
-declares as an output.
+before that, only a hidden sibling remains (``.<name>.tmp-<pid>-*``, or
+``.<name>.old-<pid>`` from the instant of a directory swap), which no stage
+or DVC declares as an output. Such a sibling left by a process that no longer
+exists (SIGKILL, power loss) is deleted when the next write of the same
+output starts; the pid in its name tells a dead writer's leftovers from a
+live writer's work in progress. This assumes the processes writing one
+output share a pid namespace (one machine, one container).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -20,29 +30,33 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``final`` on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_siblings(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
     try:
         yield tmp
+        _swap_into_place(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing left to remove once swapped
         raise
-    _swap_into_place(tmp, final)
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
     # os.replace cannot move a directory onto a non-empty one, so the old
     # output is first renamed aside and deleted after the new one is in place.
+    # Ctrl-C or SIGTERM between the two renames would leave neither version
+    # in place, so they wait until both are done.
     old = None
-    if final.exists() or final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        if final.exists() or final.is_symlink():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
+        _remove(old)
 
 
 @contextlib.contextmanager
@@ -50,7 +64,8 @@ def atomic_file(final: Path, mode: str = "w", **kwargs) -> Iterator:
     """Open a temporary file that replaces ``final`` once closed without error."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    remove_stale_siblings(final)
+    fd, name = tempfile.mkstemp(prefix=_tmp_prefix(final), dir=final.parent)
     os.fchmod(fd, 0o644)  # mkstemp makes it private; outputs are meant to be shared
     os.close(fd)
     try:
@@ -63,3 +78,46 @@ def atomic_file(final: Path, mode: str = "w", **kwargs) -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
         raise
+
+
+def _tmp_prefix(final: Path) -> str:
+    return f".{final.name}.tmp-{os.getpid()}-"
+
+
+def remove_stale_siblings(final: Path) -> list[Path]:
+    """Delete the temporary siblings of ``final`` whose writing process is gone; return them.
+
+    Siblings of a live process (another writer, or this one) are left alone.
+    """
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(?:tmp-(\d+)-.+|old-(\d+))")
+    removed = []
+    with os.scandir(final.parent) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match and not process_alive(int(match.group(1) or match.group(2))):
+                removed.append(final.parent / entry.name)
+    for path in removed:
+        log.info("removing %s, left by an interrupted run", path)
+        _remove(path)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (this process counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

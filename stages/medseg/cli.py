@@ -2,19 +2,26 @@
 
 A stage script defines ``main(dataset: str, params: Params) -> None`` and
 ends with ``run_stage(main)``. Expected failures (bad params, bad data,
-failed downloads) print one clear message and exit with status 1; anything
-else keeps its traceback.
+failed downloads, an unreachable tracking server that ``mlflow.required``
+asks for, a ``StageError`` such as a non-finite training loss) print one
+clear message and exit with status 1; anything else keeps its traceback.
+SIGTERM (``kill``, a scheduler, ``dvc queue kill``) raises ``Terminated``
+like Ctrl-C raises ``KeyboardInterrupt``, so the stage unwinds: temporary
+outputs are deleted and an MLflow run is marked KILLED.
+Exit status is then 143 (128 + SIGTERM).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, load_params
-from .errors import DataError
+from .errors import DataError, StageError
+from .tracking import Terminated, TrackingError
 
 log = logging.getLogger("medseg")
 
@@ -32,6 +39,9 @@ def run_stage(main: Callable[..., None], argv: list[str] | None = None, per_data
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    # Python's default for SIGTERM is to die without unwinding, which would
+    # leave temporary siblings of the outputs behind.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         params = load_params(args.params)
         if per_dataset:
@@ -39,6 +49,12 @@ def run_stage(main: Callable[..., None], argv: list[str] | None = None, per_data
             main(args.dataset, params)
         else:
             main(params)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, StageError, TrackingError) as exc:
         log.error("%s", exc)
         sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(128 + signum)
