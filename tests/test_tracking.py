@@ -159,6 +159,28 @@ def test_sigterm_ends_the_run_as_killed_and_restores_the_handler(client, repo: P
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_runs_of_dead_processes_are_closed_when_the_next_run_opens(client, repo: Path) -> None:
+    """A SIGKILLed run cannot end itself; the next run on this host ends it as FAILED."""
+    from medseg.tracking import HOST_TAG, PID_TAG
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now belongs to no process
+    experiment = client.get_experiment_by_name(CFG.experiment).experiment_id
+    host = socket.gethostname()
+    dead = client.create_run(experiment, tags={HOST_TAG: host, PID_TAG: str(gone.pid)}).info.run_id
+    alive = client.create_run(experiment, tags={HOST_TAG: host, PID_TAG: str(os.getpid())}).info.run_id
+    elsewhere = client.create_run(experiment, tags={HOST_TAG: "another-host", PID_TAG: str(gone.pid)}).info.run_id
+    with Tracker.start(CFG, "next", {}, repo) as tracker:
+        pass
+    assert client.get_run(tracker.run_id).data.tags[PID_TAG] == str(os.getpid())
+    assert client.get_run(dead).info.status == "FAILED"
+    assert f"process {gone.pid} on {host} ended without closing the run" in client.get_run(dead).data.tags["error"]
+    assert client.get_run(alive).info.status == "RUNNING"  # a live writer, maybe a parallel stage
+    assert client.get_run(elsewhere).info.status == "RUNNING"  # pids of other hosts mean nothing here
+    for run_id in (alive, elsewhere):
+        client.set_terminated(run_id, "FINISHED")
+
+
 # --------------------------------------------------------------------------- degraded mode
 def test_unreachable_server_degrades_to_one_warning(repo: Path, monkeypatch, caplog) -> None:
     uri = f"http://127.0.0.1:{_free_port()}"

@@ -35,6 +35,12 @@ alone. The clean record of a result comes once the result is committed: the
 next sync then finds no run for the new commit and adds one (``git.dirty:
 false``).
 
+A run whose process was killed outright (SIGKILL, the OOM killer, power
+loss) cannot end itself and would stay RUNNING. Every run is tagged with its
+host and process id (``medseg.host``, ``medseg.pid``); whenever a run is
+opened or synced, RUNNING runs of this host whose process no longer exists
+are ended as FAILED with an ``error`` tag (``close_dead_runs``).
+
 When the store cannot be reached, ``mlflow.required: false`` (the default)
 turns the tracker into a no-op after one warning, so training still finishes
 (``run_id`` is then ``None``); ``mlflow.required: true`` raises
@@ -48,6 +54,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -56,6 +63,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .atomic import process_alive
 from .config import MlflowConfig
 
 if TYPE_CHECKING:
@@ -81,6 +89,7 @@ _DVC_ENV = {"DVC_STAGE": "stage", "DVC_EXP_NAME": "exp_name", "DVC_EXP_BASELINE_
 
 _SQLITE = "sqlite:///"
 COMMIT_TAG = "mlflow.source.git.commit"  # the name the MLflow UI shows as the source commit
+HOST_TAG, PID_TAG = "medseg.host", "medseg.pid"  # the process that holds a run open
 _ARTIFACT_DIR = "mlruns"  # beside the sqlite file; already in .gitignore
 _MODEL_DIR = "model"
 
@@ -186,9 +195,13 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _process_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
 def _provenance_tags(repo_root: Path) -> dict[str, str]:
     git = git_state(repo_root)
-    tags = {COMMIT_TAG: git["commit"], "git.dirty": git["dirty"]}
+    tags = {COMMIT_TAG: git["commit"], "git.dirty": git["dirty"], **_process_tags()}
     tags.update({f"dvc.{key}": value for key, value in dvc_context().items()})
     return tags
 
@@ -251,6 +264,25 @@ def _artifact_location(uri: str) -> str | None:
     return (Path(uri[len(_SQLITE):]).parent / _ARTIFACT_DIR).as_uri()
 
 
+def close_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End as FAILED the RUNNING runs of this host whose process is gone; return their ids."""
+    host = socket.gethostname()
+    _check_key({HOST_TAG: host})
+    runs = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                                             f"tags.`{HOST_TAG}` = '{host}'")
+    closed = []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not process_alive(int(pid)):
+            client.set_tag(run.info.run_id, "error", f"process {pid} on {host} ended without closing the run "
+                                                     "(killed outright, e.g. SIGKILL or out of memory)")
+            client.set_terminated(run.info.run_id, "FAILED")
+            log.warning("MLflow run %s was left RUNNING by process %s, which is gone; marked FAILED",
+                        run.info.run_id, pid)
+            closed.append(run.info.run_id)
+    return closed
+
+
 def _status_for(exc: BaseException | None) -> str:
     if exc is None:
         return "FINISHED"
@@ -293,6 +325,7 @@ class Tracker:
             client = _connect(uri)
             with _fail_fast():
                 experiment_id = _experiment_id(client, cfg.experiment, uri)
+            close_dead_runs(client, experiment_id)
             run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         except Exception as exc:
             return cls._unavailable(cfg, uri, exc)
@@ -306,8 +339,13 @@ class Tracker:
         if run_id is None:
             return cls._unavailable(cfg, uri, TrackingError("there is no run to resume (training was not tracked)"))
         try:
+            from mlflow.entities import RunTag
+
             client = _connect(uri)
             with _fail_fast():
+                # This process holds the run now (the one that created it has
+                # ended): tag it first, or a sweep could close the reopened run.
+                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in _process_tags().items()])
                 client.update_run(run_id, status="RUNNING")
         except Exception as exc:  # broad for the same reason as in start()
             return cls._unavailable(cfg, uri, exc)
@@ -491,6 +529,11 @@ def sync_run(cfg: MlflowConfig, repo_root: Path, run_name: str, key: Mapping[str
     """
     _check_key(key)  # a bad key is a bug, not an unavailable store
     try:
+        client = _connect(resolve_tracking_uri(cfg, repo_root))
+        with _fail_fast():
+            experiment = client.get_experiment_by_name(cfg.experiment)
+            if experiment is not None:
+                close_dead_runs(client, experiment.experiment_id)
         existing = find_run(cfg, repo_root, key)
     except Exception as exc:  # broad for the same reason as in Tracker.start()
         return Tracker._unavailable(cfg, resolve_tracking_uri(cfg, repo_root), exc).run_id
