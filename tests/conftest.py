@@ -146,12 +146,21 @@ def edit_params(repo: Path, change: Callable[[dict], None]) -> None:
 
 
 def clone_work_tree(dst: Path, change: Callable[[dict], None]) -> Path:
-    """Copy the working tree's files (tracked or not ignored) into ``dst``, edit params, commit as a fresh repo."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, files):
+    """Copy the working tree's files (tracked or not ignored) into ``dst``, edit params, commit as a fresh repo.
+
+    Untracked pipeline results of the working tree (``dvc.lock``, files under
+    ``data/``, ``models/``, ``metrics/`` from a local ``dvc repro``) stay behind:
+    the clone starts as a fresh checkout does.
+    """
+    def listed(*which: str) -> list[bytes]:
+        out = subprocess.run(["git", "ls-files", "-z", *which], cwd=REPO, capture_output=True, check=True).stdout
+        return list(filter(None, out.split(b"\0")))
+
+    results = (b"dvc.lock", b"data/", b"models/", b"metrics/")
+    files = listed("--cached") + [n for n in listed("--others", "--exclude-standard") if not n.startswith(results)]
+    for name in files:
         src = REPO / os.fsdecode(name)
-        if src.is_file() and not name.startswith((b"data/split/",)):
+        if src.is_file():
             (dst / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / os.fsdecode(name))
     edit_params(dst, change)
