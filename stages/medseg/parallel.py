@@ -4,12 +4,19 @@
 by ``workers`` processes (in-process when ``workers == 1``). Yielding in
 submission order, not completion order, is what makes stage outputs
 independent of the worker count and of timing.
+
+Interruption: the workers hold no outputs, so they die at once on SIGTERM
+and ignore Ctrl-C; the parent alone unwinds (deleting its temporary outputs).
+SIGINT and SIGTERM are held back while the workers are forked: a signal
+raised in the middle of the fork left the pool waiting for a worker it never
+registered, and the stage hung instead of exiting.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
@@ -47,7 +54,13 @@ def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], workers: int) -> Iterat
             return
         # ProcessPoolExecutor rather than multiprocessing.Pool: Pool.terminate(),
         # its only early exit, can hang, and a killed worker hangs Pool forever.
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_worker_signals)
+            pool.submit(_nothing)  # forks every worker now (the "fork" context starts them all at once)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal that came meanwhile is raised here
         try:
             # A bounded window of futures keeps memory flat on large datasets.
             window: collections.deque[Future[R]] = collections.deque()
@@ -60,3 +73,17 @@ def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], workers: int) -> Iterat
         finally:
             # After an error downstream, drop the queued work instead of finishing it.
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _worker_signals() -> None:
+    """In each worker: die on SIGTERM, leave Ctrl-C to the parent, then take signals again."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _nothing() -> None:
+    return None
