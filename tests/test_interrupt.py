@@ -154,7 +154,21 @@ def interrupt(repo: Path, stage: str, outs: list[Path], sig: signal.Signals) -> 
     reader.join(timeout=120)  # the stage itself may outlive dvc while it cleans up
     output = "".join(chunks)
     assert proc.returncode != 0, f"dvc repro was not interrupted:\n{output}"
+    assert group_ended(proc.pid, timeout=60), f"a process of the stage is still running after {sig.name}"
     return output
+
+
+def group_ended(pgid: int, timeout: float) -> bool:
+    """Wait until no process of group ``pgid`` is left (the stage and its workers exit, never hang)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.killpg(pgid, signal.SIGKILL)
+    return False
 
 
 def dvc_json(repo: Path, *args: str) -> dict:
