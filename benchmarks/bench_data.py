@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO / "stages"))
 from medseg.augmentation import augment_dataset, load_sources  # noqa: E402
 from medseg.config import load_params  # noqa: E402
 from medseg.conversion import convert_dataset  # noqa: E402
+from medseg.discover import discover  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "datasets"
 DATASETS = ["us-liver-mini", "busi-malignant-mini", "chase-retina-mini"]
@@ -45,15 +46,15 @@ def best(fn, repeat: int) -> tuple[float, float]:
     return min((timed(fn) for _ in range(repeat)), key=lambda r: r[0])
 
 
-def run(repeat: int) -> list[dict]:
+def run(repeat: int, datasets: list[tuple[str, Path]] | None = None) -> list[dict]:
+    """Rows for each (params.yaml dataset name, raw folder); default: the shared real-data samples."""
     params = load_params(REPO / "params.yaml")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for name in DATASETS:
+        for name, raw in datasets or [(n, SHARED / n) for n in DATASETS]:
             cfg = params.dataset(name).convert
-            raw = SHARED / name
-            n = sum(1 for _ in (raw / cfg.layout.images).iterdir())
+            n = len(discover(raw, cfg).samples)
             for workers in (1, 2):
                 def convert(w=workers):
                     out = tmp / f"conv-{name}-{w}-{time.perf_counter_ns()}"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.model import MODEL_NAMES, ModelConfig, UNet, build_model, kernel_sizes
+from medseg.model import MODEL_NAMES, ModelConfig, OutConv, Stem, UNet, build_model, kernel_sizes
 
 # Narrow networks keep the tests fast on 2 CPU cores; depth 4 because BasicUNet requires it.
 SMALL = {"base_filters": 4, "depth": 4}
@@ -41,6 +41,9 @@ def test_logits_have_the_input_size(name: str, shape: tuple[int, int, int, int])
         {"norm": "none"},
         {"depth": 1},
         {"depth": 5},
+        {"stem_stride": 2},
+        {"stem_stride": 4, "depth": 3, "base_filters": 8},
+        {"stem_stride": 4, "first_kernel": 5, "dilation": 2},
     ],
 )
 def test_unet_knobs_keep_odd_sizes_working(knobs: dict[str, object]) -> None:
@@ -105,6 +108,8 @@ def test_channels_last_gives_the_same_logits(name: str) -> None:
         ({"dilation": 0}, "dilation"),
         ({"dropout": 1.0}, "dropout"),
         ({"norm": "layer"}, "norm"),
+        ({"stem_stride": 3}, "stem_stride"),
+        ({"stem_stride": 0}, "stem_stride"),
     ],
 )
 def test_bad_knob_names_the_option(knobs: dict[str, object], option: str) -> None:
@@ -132,6 +137,9 @@ def test_unknown_model_lists_supported_names() -> None:
         ("monai_unet", {"dilation": 2}, "dilation"),
         ("monai_basicunet", {"depth": 3}, "depth"),
         ("monai_dynunet", {"norm": "none"}, "norm"),
+        ("monai_unet", {"stem_stride": 2}, "stem_stride"),
+        ("monai_basicunet", {"stem_stride": 4}, "stem_stride"),
+        ("monai_dynunet", {"stem_stride": 2}, "stem_stride"),
     ],
 )
 def test_knob_a_monai_net_lacks_is_refused(name: str, knobs: dict[str, object], option: str) -> None:
@@ -139,10 +147,45 @@ def test_knob_a_monai_net_lacks_is_refused(name: str, knobs: dict[str, object], 
         build_model(_small(name, **knobs), 1, 2)
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_stem_folds_patches_and_the_head_unfolds_them(stride: int) -> None:
+    model = UNet(in_channels=3, num_classes=5, base_filters=8, depth=2, stem_stride=stride)
+    assert model.multiple == stride * 4  # pad to stem * 2**depth
+    assert model.inc[0].in_channels == 3 * stride**2  # space-to-depth keeps every input pixel
+    assert model.outc.out_channels == 5 * stride**2  # one logit per class and position in the patch
+    x = torch.randn(1, 3, 40, 56)
+    assert model.stem(x).shape == (1, 3 * stride**2, 40 // stride, 56 // stride)
+
+
+def test_stem_does_less_compute_at_the_same_widths() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(stride: int) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            UNet(base_filters=8, depth=3, stem_stride=stride).eval()(torch.randn(1, 1, 128, 128))
+        return counter.get_total_flops()
+
+    assert flops(2) < flops(1) / 3.5  # the convolutions run on a quarter of the pixels
+    assert flops(4) < flops(2) / 3.5
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_head_unfolds_in_the_order_the_stem_folds(stride: int) -> None:
+    """With identity weights the head exactly inverts the stem: each logit lands on its own pixel."""
+    head = OutConv(stride**2, num_classes=1, scale=stride)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(stride**2)[:, :, None, None])
+        head.bias.zero_()
+        x = torch.randn(2, 1, 8 * stride, 3 * stride)
+        torch.testing.assert_close(head(Stem(stride)(x)), x)
+
+
 def test_config_round_trips_through_json() -> None:
     cfg = ModelConfig(name="monai_dynunet", base_filters=8, depth=3, first_kernel=5, dropout=0.2, norm="group")
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert ModelConfig.from_dict({"name": "unet"}) == ModelConfig()
+    fast = ModelConfig(base_filters=32, depth=3, stem_stride=4)
+    assert ModelConfig.from_dict(json.loads(json.dumps(fast.to_dict()))) == fast
 
 
 def test_config_rejects_unknown_keys() -> None:
@@ -150,8 +193,9 @@ def test_config_rejects_unknown_keys() -> None:
         ModelConfig.from_dict({"name": "unet", "width": 3})
 
 
-def test_checkpoint_rebuilds_the_same_network() -> None:
-    cfg = _small("unet", first_kernel=5)
+@pytest.mark.parametrize("stride", [1, 4])
+def test_checkpoint_rebuilds_the_same_network(stride: int) -> None:
+    cfg = _small("unet", first_kernel=5, stem_stride=stride)
     model = build_model(cfg, 1, 3).eval()
     checkpoint = {"state_dict": model.state_dict(), "config": cfg.to_dict()}
     rebuilt = build_model(ModelConfig.from_dict(checkpoint["config"]), 1, 3).eval()

@@ -408,6 +408,8 @@ class ModelSection(Strict):
     dilation: int = Field(1, ge=1, le=8)
     dropout: float = Field(0.1, ge=0, lt=1)
     norm: Literal["batch", "instance", "group", "none"] = "batch"
+    stem_stride: Literal[1, 2, 4] = Field(1, description="fold s x s pixels into channels first (no convolution at "
+                                                         "full resolution); unet only")
 
     @field_validator("first_kernel")
     @classmethod

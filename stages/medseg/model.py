@@ -14,6 +14,11 @@ The knobs follow the earlier TensorFlow "FlexUNet" experiment:
 - ``depth``: number of down-sampling steps (the bottleneck is at ``H / 2**depth``).
 - ``first_kernel``: kernel size of the first block; it shrinks by 2 per level
   down to 3 (7 -> 5 -> 3 -> 3 ...). The decoder always uses 3x3.
+- ``stem_stride``: 1, 2 or 4. With ``s > 1`` the network starts by folding each
+  ``s x s`` patch into channels (space-to-depth, lossless) and ends by unfolding
+  ``s * s`` logits per low-resolution pixel back to full size (a learned
+  pixel-shuffle head), so no convolution runs at full resolution: about ``s**2``
+  times less compute for the same widths.
 - ``dilation``: dilation of the encoder convolutions (down path and bottleneck).
 - ``dropout``: ``Dropout2d`` rate in the deeper half of the encoder.
 - ``norm``: ``batch``, ``instance``, ``group`` or ``none``.
@@ -34,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 NORMS = ("batch", "instance", "group", "none")
 MAX_GROUPS = 8
+STEM_STRIDES = (1, 2, 4)
 
 
 # --------------------------------------------------------------------------- validation
@@ -42,7 +48,8 @@ def _check_int(option: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{option}: must be an integer >= {minimum}, got {value!r}")
 
 
-def check_knobs(base_filters: int, depth: int, first_kernel: int, dilation: int, dropout: float, norm: str) -> None:
+def check_knobs(base_filters: int, depth: int, first_kernel: int, dilation: int, dropout: float, norm: str,
+                stem_stride: int = 1) -> None:
     """Raise ``ValueError`` naming the first bad option and its allowed values."""
     _check_int("base_filters", base_filters, 1)
     _check_int("depth", depth, 1)
@@ -54,6 +61,8 @@ def check_knobs(base_filters: int, depth: int, first_kernel: int, dilation: int,
         raise ValueError(f"dropout: must be a rate in [0, 1), got {dropout!r}")
     if norm not in NORMS:
         raise ValueError(f"norm: unknown {norm!r}; choose one of {', '.join(NORMS)}")
+    if isinstance(stem_stride, bool) or stem_stride not in STEM_STRIDES:
+        raise ValueError(f"stem_stride: must be one of {', '.join(map(str, STEM_STRIDES))}, got {stem_stride!r}")
 
 
 def kernel_sizes(first_kernel: int, depth: int) -> list[int]:
@@ -152,11 +161,28 @@ class Up(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class OutConv(nn.Conv2d):
-    """1x1 conv to class logits: (N, C, H, W) -> (N, num_classes, H, W)."""
+class Stem(nn.PixelUnshuffle):
+    """Space-to-depth by ``stride``: (N, C, H, W) -> (N, C * stride**2, H / stride, W / stride).
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        super().__init__(in_channels, num_classes, kernel_size=1)
+    Lossless, unlike a strided convolution: every input pixel reaches the first block.
+    """
+
+
+class OutConv(nn.Conv2d):
+    """1x1 conv to class logits: (N, C, H, W) -> (N, num_classes, H * scale, W * scale).
+
+    With ``scale > 1`` the conv predicts ``scale**2`` logits per pixel, one for each
+    position of the ``scale x scale`` patch the stem folded, and a pixel shuffle puts
+    them back in place (the learned inverse of ``Stem``).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, scale: int = 1) -> None:
+        super().__init__(in_channels, num_classes * scale**2, kernel_size=1)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        return F.pixel_shuffle(logits, self.scale) if self.scale > 1 else logits
 
 
 # --------------------------------------------------------------------------- network
@@ -164,7 +190,7 @@ class UNet(nn.Module):
     """U-Net (Ronneberger et al. 2015) with same-padding convolutions.
 
     Input (N, in_channels, H, W), any H and W; output logits (N, num_classes, H, W).
-    Level ``l`` works at ``H / 2**l`` with ``base_filters * 2**l`` channels.
+    Level ``l`` works at ``H / (stem_stride * 2**l)`` with ``base_filters * 2**l`` channels.
 
     Raises:
         ValueError: an option is out of range; the message names it and the allowed values.
@@ -180,32 +206,37 @@ class UNet(nn.Module):
         dilation: int = 1,
         dropout: float = 0.0,
         norm: str = "batch",
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         _check_int("in_channels", in_channels, 1)
         _check_int("num_classes", num_classes, 1)
-        check_knobs(base_filters, depth, first_kernel, dilation, dropout, norm)
-        self.multiple = 2**depth
+        check_knobs(base_filters, depth, first_kernel, dilation, dropout, norm, stem_stride)
+        self.multiple = stem_stride * 2**depth
         chans, kernels = channels(base_filters, depth), kernel_sizes(first_kernel, depth)
         # Dropout only where the feature maps are small and abstract (deeper half, bottleneck
         # included): dropping full-resolution features would blur boundaries.
         rates = [dropout if level > depth // 2 else 0.0 for level in range(depth + 1)]
-        self.inc = DoubleConv(in_channels, chans[0], kernels[0], dilation, norm, rates[0])
+        self.stem = Stem(stem_stride)
+        self.inc = DoubleConv(in_channels * stem_stride**2, chans[0], kernels[0], dilation, norm, rates[0])
         self.downs = nn.ModuleList(
             Down(chans[lv - 1], chans[lv], kernel=kernels[lv], dilation=dilation, norm=norm, dropout=rates[lv])
             for lv in range(1, depth + 1)
         )
         self.ups = nn.ModuleList(Up(chans[lv], chans[lv - 1], norm=norm) for lv in range(depth, 0, -1))
-        self.outc = OutConv(chans[0], num_classes)
+        self.outc = OutConv(chans[0], num_classes, stem_stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_channels, H, W) -> logits (N, num_classes, H, W); F = base_filters, P = 2**depth."""
+        """(N, in_channels, H, W) -> logits (N, num_classes, H, W).
+
+        F = base_filters, S = stem_stride, P = S * 2**depth.
+        """
         height, width = x.shape[-2:]
         x = pad_to_multiple(x, self.multiple)  # (N, in_channels, H', W'), H' and W' multiples of P
-        skips = [self.inc(x)]  # (N, F, H', W')
-        for down in self.downs:  # level l: (N, F * 2**l, H' / 2**l, W' / 2**l)
+        skips = [self.inc(self.stem(x))]  # (N, F, H' / S, W' / S)
+        for down in self.downs:  # level l: (N, F * 2**l, H' / (S * 2**l), W' / (S * 2**l))
             skips.append(down(skips[-1]))
-        x = skips.pop()  # bottleneck: (N, F * P, H' / P, W' / P)
+        x = skips.pop()  # bottleneck: (N, F * 2**depth, H' / P, W' / P)
         for up in self.ups:  # one level up per step, joined with that level's skip
             x = up(x, skips.pop())
         return self.outc(x)[..., :height, :width]  # (N, num_classes, H, W)
@@ -231,9 +262,11 @@ class ModelConfig:
     dilation: int = 1
     dropout: float = 0.0
     norm: str = "batch"
+    stem_stride: int = 1
 
     def __post_init__(self) -> None:
-        check_knobs(self.base_filters, self.depth, self.first_kernel, self.dilation, self.dropout, self.norm)
+        check_knobs(self.base_filters, self.depth, self.first_kernel, self.dilation, self.dropout, self.norm,
+                    self.stem_stride)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,6 +298,7 @@ def _build_monai_unet(cfg: ModelConfig, in_channels: int, num_classes: int) -> n
 
     _require(cfg, "first_kernel", 3, "MONAI's UNet uses one kernel size for all levels")
     _require(cfg, "dilation", 1, "MONAI's UNet has no dilation")
+    _require(cfg, "stem_stride", 1, "only our U-Net has a space-to-depth stem")
     # MONAI normalises the last up-sampling output too, so groups must also divide num_classes.
     norm = _monai_norm(cfg.norm, math.gcd(MAX_GROUPS, cfg.base_filters, num_classes))
     net = MonaiUNet(
@@ -286,6 +320,7 @@ def _build_monai_basicunet(cfg: ModelConfig, in_channels: int, num_classes: int)
     _require(cfg, "depth", 4, "BasicUNet always has 4 down-sampling steps")
     _require(cfg, "first_kernel", 3, "BasicUNet uses 3x3 kernels")
     _require(cfg, "dilation", 1, "BasicUNet has no dilation")
+    _require(cfg, "stem_stride", 1, "only our U-Net has a space-to-depth stem")
     features = (*channels(cfg.base_filters, 4), cfg.base_filters)
     net = BasicUNet(
         spatial_dims=2,
@@ -302,6 +337,7 @@ def _build_monai_dynunet(cfg: ModelConfig, in_channels: int, num_classes: int) -
     from monai.networks.nets import DynUNet
 
     _require(cfg, "dilation", 1, "DynUNet has no dilation")
+    _require(cfg, "stem_stride", 1, "only our U-Net has a space-to-depth stem")
     if cfg.norm == "none":
         raise ValueError(f"{cfg.name}: norm='none' is not supported; choose one of batch, instance, group")
     net = DynUNet(

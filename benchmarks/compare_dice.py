@@ -1,0 +1,83 @@
+"""Train several model configurations on one dataset's default split and compare best validation Dice.
+
+Uses the library exactly as `stages/train.py` does (``load_training_data`` +
+``fit`` with params.yaml `train`), with only `train.model` overridden per
+configuration, so the Dice figures are the pipeline's. Needs the dataset's
+`split` stage outputs (`dvc repro split@synthetic`).
+
+    python benchmarks/compare_dice.py [--dataset synthetic] [--device cpu] \
+        "name=unet,stem_stride=2,depth=3" "name=monai_unet"
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "stages"))
+
+from medseg import paths  # noqa: E402
+from medseg.config import TrainConfig, load_params  # noqa: E402
+from medseg.dataset import ArraySet, dataset_info, load_training_data  # noqa: E402
+from medseg.model import ModelConfig, build_model  # noqa: E402
+from medseg.training import fit, pick_device, seed_everything  # noqa: E402
+
+
+def parse_model(spec: str, base: dict) -> ModelConfig:
+    """``"name=unet,depth=3"`` -> ModelConfig; unset knobs come from ``base`` (params.yaml train.model)."""
+    knobs = dict(base)
+    for item in filter(None, spec.split(",")):
+        key, value = item.split("=", 1)
+        knobs[key] = value if key in ("name", "norm") else (float(value) if "." in value else int(value))
+    return ModelConfig.from_dict(knobs)
+
+
+def train_one(model_cfg: ModelConfig, cfg: TrainConfig, train: ArraySet, valid: ArraySet, classes: list[str],
+              channels: int, device: torch.device) -> dict:
+    seed_everything(cfg.seed, cfg.threads)
+    model = build_model(model_cfg, channels, len(classes))
+    start = time.perf_counter()
+    result = fit(model, train, valid, cfg, classes, device)
+    seconds = time.perf_counter() - start
+    train_seconds = sum(h.seconds for h in result.history)
+    return {"best_dice": result.best_dice, "best_epoch": result.best_epoch, "epochs": len(result.history),
+            "seconds": seconds, "train_img_s": len(train) * len(result.history) / train_seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="comma-separated knobs, e.g. name=unet,stem_stride=2")
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--device", default=None, help="override train.device")
+    parser.add_argument("--threads", type=int, default=None, help="override train.threads")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="train each model once per seed")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    params = load_params(REPO / "params.yaml")
+    update = {k: v for k, v in {"device": args.device, "threads": args.threads, "epochs": args.epochs}.items() if v}
+    cfg = params.train.model_copy(update=update)
+    info = dataset_info(paths.converted_dir(args.dataset))
+    train, valid = load_training_data(paths.converted_dir(args.dataset), paths.augmented_dir(args.dataset),
+                                      paths.split_file(args.dataset))
+    device = pick_device(cfg.device)
+    print(f"{args.dataset}: {len(train)} train, {len(valid)} valid, {cfg.epochs} epochs, device {device}, "
+          f"bf16 {cfg.bf16}, channels_last {cfg.channels_last}")
+    print("| model | seed | best val Dice | best epoch | epochs run | seconds | train images/s |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in args.models:
+        model_cfg = parse_model(spec, cfg.model.model_dump())
+        for seed in args.seeds or [cfg.seed]:
+            r = train_one(model_cfg, cfg.model_copy(update={"seed": seed}), train, valid, info["classes"],
+                          info["channels"], device)
+            print(f"| {spec} | {seed} | {r['best_dice']:.4f} | {r['best_epoch']} | {r['epochs']} | "
+                  f"{r['seconds']:.0f} | {r['train_img_s']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,707 @@
+"""Performance suite: one command, one results table (benchmarks/results/suite.md + scaling.png).
+
+Every figure is measured in this one run, configurations side by side
+(interleaved repeats, best time of each), so ratios are comparable on a
+shared, noisy machine. Items:
+
+1. training throughput (images/s, 256x256, batch 8) and achieved GFLOP/s
+   against this machine's measured matmul peak, fp32 and bf16, for our U-Net
+   (params.yaml `train.model`, plus ``--model`` overrides) and MONAI's UNet;
+2. time-to-Dice on the default dataset: our pipeline (``load_training_data``
+   + ``fit`` with params.yaml `train`) vs a plain reference loop (fp32,
+   contiguous, PNGs decoded and resized every batch, no clipping, no schedule);
+3. convert and augment images/s and CPU utilisation (benchmarks/bench_data.py);
+4. the share of a training step spent waiting for data (``Batches`` in ``train_epoch``);
+5. inference images/s (PyTorch fp32 and bf16; ONNX Runtime when installed);
+6. ``dvc status`` and a no-op ``dvc repro`` on the default pipeline;
+7. peak memory (max RSS) of training, one subprocess per model;
+8. time and memory against image size and dataset size (plot).
+
+    python benchmarks/run_all.py [--quick] [--skip dvc,scaling] [--model stem_stride=4,depth=3]
+
+Needs the default dataset's data stages (`dvc repro split@synthetic`); item 6
+needs a complete `dvc repro` (it reports the pipeline as not up to date otherwise).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "stages"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from medseg import paths  # noqa: E402
+from medseg.config import TrainConfig, load_params  # noqa: E402
+from medseg.dataset import (ArraySet, augment_info, dataset_info, load_augmented, load_training_data,  # noqa: E402
+                            resize_pair, select, to_tensor)
+from medseg.imageio import read_png, write_png  # noqa: E402
+from medseg.losses import build_loss  # noqa: E402
+from medseg.model import ModelConfig, build_model  # noqa: E402
+from medseg.tables import read_csv  # noqa: E402
+from medseg.training import (Batches, EpochStats, bf16_supported, build_optimizer, dice_per_class, fit,  # noqa: E402
+                             seed_everything, train_epoch)
+
+log = logging.getLogger("suite")
+DATASET = "synthetic"
+BATCH = 8
+CLASSES = 4
+SIZE = 256
+MIB = 1024 * 1024
+CHANNELS_LAST, CONTIGUOUS = torch.channels_last, torch.contiguous_format
+
+
+# --------------------------------------------------------------------------- helpers
+def parse_knobs(spec: str) -> dict:
+    """``"stem_stride=4,depth=3"`` -> ``{"stem_stride": 4, "depth": 3}``."""
+    knobs = {}
+    for item in filter(None, spec.split(",")):
+        key, value = item.split("=", 1)
+        knobs[key] = value if key in ("name", "norm") else (float(value) if "." in value else int(value))
+    return knobs
+
+
+def model_configs(params, override: str) -> dict[str, ModelConfig]:
+    ours = {**params.train.model.model_dump(), **parse_knobs(override)}
+    monai = {"name": "monai_unet", "base_filters": 16, "depth": 4, "dropout": params.train.model.dropout}
+    return {"ours": ModelConfig.from_dict(ours), "monai_unet": ModelConfig.from_dict(monai)}
+
+
+def describe(cfg: ModelConfig) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
+
+
+def max_rss_mib() -> float:
+    """Peak resident memory of this process. VmHWM, where Linux has it, restarts at exec;
+    ru_maxrss can carry over the parent's peak into a freshly started child."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux and BSD report KiB
+
+
+def random_set(n: int, height: int, width: int, seed: int = 0) -> ArraySet:
+    rng = np.random.default_rng(seed)
+    return ArraySet(rng.integers(0, 256, (n, height, width, 1), dtype=np.uint8),
+                    rng.integers(0, CLASSES, (n, height, width), dtype=np.uint8), [str(i) for i in range(n)])
+
+
+def bf16_ok() -> bool:
+    return bf16_supported(torch.device("cpu"))
+
+
+@dataclass(frozen=True)
+class Precision:
+    label: str
+    bf16: bool
+    channels_last: bool
+
+    @property
+    def fmt(self) -> torch.memory_format:
+        return CHANNELS_LAST if self.channels_last else CONTIGUOUS
+
+
+def precisions() -> list[Precision]:
+    out = [Precision("fp32", False, False), Precision("fp32 channels_last", False, True)]
+    if bf16_ok():
+        out.append(Precision("bf16 channels_last", True, True))
+    return out
+
+
+# --------------------------------------------------------------------------- 1 + 5: throughput
+def matmul_peak(threads: int, n: int, repeat: int) -> dict[str, float]:
+    """GFLOP/s of a large torch.mm in fp32 and (where supported) bf16: the practical peak."""
+    torch.set_num_threads(threads)
+    out = {}
+    dtypes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if bf16_ok() else [])
+    for label, dtype in dtypes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        torch.mm(a, b)
+        best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeat))
+        out[label] = 2 * n**3 / best / 1e9
+    return out
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def train_step_flops(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """FLOPs of one forward + backward pass (counted in fp32; the count does not depend on precision)."""
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def infer_flops(model: nn.Module, x: torch.Tensor) -> int:
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+class TrainBench:
+    """One model at one precision: a training step and an inference pass on a fixed batch."""
+
+    def __init__(self, cfg: ModelConfig, prec: Precision, x: torch.Tensor, y: torch.Tensor, compile_: bool = False):
+        torch.manual_seed(0)
+        self.prec = prec
+        self.model = build_model(cfg, 1, CLASSES).to(memory_format=prec.fmt)
+        self.loss_fn = build_loss(CLASSES)
+        self.opt = torch.optim.AdamW(self.model.parameters(), 1e-3)
+        self.x, self.y = x.to(memory_format=prec.fmt), y
+        self.forward = torch.compile(self.model) if compile_ else self.model
+
+    def train_step(self) -> None:
+        self.model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.prec.bf16):
+            loss = self.loss_fn(self.forward(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    @torch.no_grad()
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.prec.bf16):
+            self.forward(self.x)
+
+
+def interleaved_best(benches: dict[str, Callable[[], None]], rounds: int, steps: int) -> dict[str, float]:
+    """Best seconds per call of each function, calls interleaved round by round (one warm-up call each)."""
+    for fn in benches.values():
+        fn()
+    best = {k: float("inf") for k in benches}
+    for _ in range(rounds):
+        for key, fn in benches.items():
+            for _ in range(steps):
+                best[key] = min(best[key], _timed(fn))
+    return best
+
+
+def onnx_rate(model: nn.Module, x: torch.Tensor, rounds: int, steps: int, threads: int) -> float | None:
+    """ONNX Runtime fp32 inference images/s, or None when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    model = model.to(memory_format=CONTIGUOUS).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(model, (x.contiguous(),), str(path), input_names=["x"], output_names=["y"],
+                          dynamo=False, opset_version=17)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {"x": x.contiguous().numpy()}
+        best = interleaved_best({"ort": lambda: session.run(None, feed)}, rounds, steps)["ort"]
+    return len(x) / best
+
+
+def throughput(cfgs: dict[str, ModelConfig], threads: int, rounds: int, steps: int, compile_: bool) -> dict:
+    torch.set_num_threads(threads)
+    data = random_set(BATCH, SIZE, SIZE)
+    x, y = to_tensor(data.images), torch.from_numpy(data.labels).long()
+    rows, train_fns, infer_fns = {}, {}, {}
+    variants = [(name, prec, False) for name in cfgs for prec in precisions()]
+    if compile_:
+        variants.append(("ours", precisions()[-1], True))
+    for name, prec, comp in variants:
+        key = f"{name} | {prec.label}{' + torch.compile' if comp else ''}"
+        bench = TrainBench(cfgs[name], prec, x, y, comp)
+        train_fns[key], infer_fns[key] = bench.train_step, bench.infer
+        rows[key] = {"model": name, "precision": prec, "compiled": comp, "bench": bench}
+    train_best = interleaved_best(train_fns, rounds, steps)
+    infer_best = interleaved_best(infer_fns, rounds, steps)
+    flops = {name: train_step_flops(build_model(cfg, 1, CLASSES), build_loss(CLASSES), x, y)
+             for name, cfg in cfgs.items()}
+    iflops = {name: infer_flops(build_model(cfg, 1, CLASSES), x) for name, cfg in cfgs.items()}
+    for key, row in rows.items():
+        row.update(train_ips=BATCH / train_best[key], infer_ips=BATCH / infer_best[key],
+                   train_gflops=flops[row["model"]] / train_best[key] / 1e9,
+                   infer_gflops=iflops[row["model"]] / infer_best[key] / 1e9)
+        del row["bench"]
+    onnx = {name: onnx_rate(build_model(cfg, 1, CLASSES), x, rounds, steps, threads) for name, cfg in cfgs.items()}
+    return {"rows": rows, "train_flops": flops, "infer_flops": iflops, "onnx": onnx}
+
+
+# --------------------------------------------------------------------------- 2: time-to-Dice
+class ReachedTarget(Exception):
+    """Raised from ``fit``'s epoch callback to stop once validation Dice reaches the target."""
+
+
+def pipeline_time_to_dice(cfg: TrainConfig, model_cfg: ModelConfig, target: float) -> dict:
+    """Our pipeline: load the arrays once, then ``fit``; wall seconds until val Dice >= target."""
+    converted = paths.converted_dir(DATASET)
+    info = dataset_info(converted)
+    start = time.perf_counter()
+    train, valid = load_training_data(converted, paths.augmented_dir(DATASET), paths.split_file(DATASET))
+    loaded = time.perf_counter() - start
+    seed_everything(cfg.seed, cfg.threads)
+    model = build_model(model_cfg, info["channels"], len(info["classes"]))
+    history: list[tuple[int, float, float]] = []
+
+    def on_epoch(stats: EpochStats, pred: torch.Tensor) -> None:
+        history.append((stats.epoch, stats.val_dice, time.perf_counter() - start))
+        if stats.val_dice >= target:
+            raise ReachedTarget
+
+    try:
+        fit(model, train, valid, cfg, info["classes"], torch.device("cpu"), on_epoch)
+    except ReachedTarget:
+        pass
+    return _dice_result(history, target, load_seconds=loaded)
+
+
+def _dice_result(history: list[tuple[int, float, float]], target: float, **extra: float) -> dict:
+    reached = [h for h in history if h[1] >= target]
+    epoch, dice, seconds = reached[0] if reached else history[-1]
+    return {"reached": bool(reached), "epoch": epoch, "dice": dice, "seconds": seconds,
+            "best_dice": max(h[1] for h in history), **extra}
+
+
+class PngSet:
+    """Training samples as PNG files, decoded and resized on every access (the plain loop's data)."""
+
+    def __init__(self, files: list[tuple[Path, Path]], size: tuple[int, int]) -> None:
+        self.files, self.size = files, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [resize_pair(read_png(img), read_png(lab), self.size) for img, lab in (self.files[i] for i in idx)]
+        images = np.stack([p[0][..., None] if p[0].ndim == 2 else p[0] for p in pairs])
+        return to_tensor(images), torch.from_numpy(np.stack([p[1] for p in pairs])).long()
+
+
+def png_sets(tmp: Path) -> tuple[PngSet, PngSet]:
+    """The pipeline's train/valid samples as PNGs: originals from data/converted, augmented copies
+    written once to ``tmp`` (as if the augment stage stored PNGs), so every batch decodes images."""
+    converted, augmented = paths.converted_dir(DATASET), paths.augmented_dir(DATASET)
+    size = tuple(augment_info(augmented)["size"])
+    rows = select(read_csv(paths.split_file(DATASET)))
+    manifest = read_csv(converted / paths.MANIFEST).set_index("id")
+    train_rows = rows["train"]
+    originals = sorted(train_rows.loc[train_rows["kind"] == "original", "id"])
+    aug_ids = sorted(train_rows.loc[train_rows["kind"] == "augmented", "id"])
+    aug = load_augmented(augmented, aug_ids)
+    files = [(converted / manifest.loc[i, "image"], converted / manifest.loc[i, "label"]) for i in originals]
+    for k, sid in enumerate(aug.ids):
+        img, lab = tmp / f"{sid}_image.png", tmp / f"{sid}_label.png"
+        write_png(img, aug.images[k][..., 0] if aug.images.shape[-1] == 1 else aug.images[k])
+        write_png(lab, aug.labels[k])
+        files.append((img, lab))
+    valid = [(converted / manifest.loc[i, "image"], converted / manifest.loc[i, "label"])
+             for i in sorted(rows["valid"]["id"])]
+    return PngSet(files, size), PngSet(valid, size)
+
+
+def plain_time_to_dice(cfg: TrainConfig, model_cfg: ModelConfig, target: float, tmp: Path) -> dict:
+    """A plain loop: fp32, contiguous, PNG decode + resize per batch, AdamW, no clipping or schedule."""
+    info = dataset_info(paths.converted_dir(DATASET))
+    classes = info["classes"]
+    train, valid = png_sets(tmp)
+    seed_everything(cfg.seed, cfg.threads)
+    model = build_model(model_cfg, info["channels"], len(classes))
+    loss_fn = build_loss(len(classes), dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history, data_seconds, start = [], 0.0, time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=generator).numpy()
+        for first in range(0, len(order), cfg.batch_size):
+            t0 = time.perf_counter()
+            x, y = train.batch(order[first:first + cfg.batch_size])
+            data_seconds += time.perf_counter() - t0
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        preds, targets = [], []
+        with torch.no_grad():
+            for first in range(0, len(valid), cfg.batch_size):
+                x, y = valid.batch(np.arange(first, min(first + cfg.batch_size, len(valid))))
+                preds.append(model(x).argmax(1))
+                targets.append(y)
+        scores = dice_per_class(torch.cat(preds), torch.cat(targets), len(classes))
+        dice = float(np.mean(list(scores.values()))) if scores else 0.0
+        history.append((epoch, dice, time.perf_counter() - start))
+        log.info("plain loop epoch %d: val dice %.4f", epoch, dice)
+        if dice >= target:
+            break
+    result = _dice_result(history, target)
+    result["data_share"] = data_seconds / (time.perf_counter() - start)
+    return result
+
+
+# --------------------------------------------------------------------------- 4: data wait
+class TimedBatches(Batches):
+    """``Batches`` that adds up the seconds spent slicing arrays into tensors (the model waits meanwhile)."""
+
+    seconds = 0.0
+
+    def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        start = time.perf_counter()
+        out = super().tensors(idx)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def data_wait(cfg: TrainConfig, model_cfg: ModelConfig, epochs: int) -> dict:
+    """Share of ``train_epoch`` wall time spent in ``Batches`` (in-memory arrays), last of ``epochs`` epochs."""
+    info = dataset_info(paths.converted_dir(DATASET))
+    train, _ = load_training_data(paths.converted_dir(DATASET), paths.augmented_dir(DATASET),
+                                  paths.split_file(DATASET))
+    seed_everything(cfg.seed, cfg.threads)
+    device, bf16 = torch.device("cpu"), cfg.bf16 and bf16_ok()
+    fmt = CHANNELS_LAST if cfg.channels_last else CONTIGUOUS
+    model = build_model(model_cfg, info["channels"], len(info["classes"])).to(memory_format=fmt)
+    loss_fn = build_loss(len(info["classes"]), dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight)
+    optimizer = build_optimizer(model, cfg)
+    for epoch in range(1, epochs + 1):
+        timed = TimedBatches(train, cfg.batch_size, device, fmt, cfg.seed + epoch)
+        start = time.perf_counter()
+        train_epoch(model, timed, loss_fn, optimizer, cfg, epoch, bf16)
+        total = time.perf_counter() - start
+    return {"wait_seconds": timed.seconds, "epoch_seconds": total, "share": timed.seconds / total,
+            "images": len(train)}
+
+
+# --------------------------------------------------------------------------- 6: dvc
+def dvc_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def dvc_timings(repeat: int) -> dict:
+    dvc = shutil.which("dvc", path=dvc_env()["PATH"])
+    if dvc is None:
+        return {"error": "dvc is not installed in this environment"}
+    status = subprocess.run([dvc, "status"], cwd=REPO, env=dvc_env(), capture_output=True, text=True)
+    if status.returncode != 0 or "up to date" not in status.stdout:
+        changed = sum(1 for line in status.stdout.splitlines() if line and not line.startswith(("\t", " ")))
+        return {"error": f"pipeline not up to date ({changed} stages changed): run `dvc repro` first"}
+    out = {}
+    for name, cmd in (("dvc status", [dvc, "status"]), ("dvc repro (nothing to do)", [dvc, "repro"])):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=REPO, env=dvc_env(), capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                return {"error": f"{' '.join(cmd[1:])} failed: {proc.stderr.strip()[-300:]}"}
+        out[name] = {"best": min(times), "median": float(np.median(times))}
+    return out
+
+
+# --------------------------------------------------------------------------- 7 + 8: subprocess workers
+def worker(args: argparse.Namespace) -> None:
+    """Run in a fresh process so that its max RSS belongs to one configuration; prints JSON."""
+    params = load_params(REPO / "params.yaml")
+    cfg = params.train
+    torch.set_num_threads(cfg.threads)
+    model_cfg = ModelConfig.from_dict(json.loads(args.model_json))
+    if args.worker == "train-memory":
+        cfg = cfg.model_copy(update={"epochs": args.epochs, "preview_images": 0})
+        info = dataset_info(paths.converted_dir(DATASET))
+        base = max_rss_mib()
+        train, valid = load_training_data(paths.converted_dir(DATASET), paths.augmented_dir(DATASET),
+                                          paths.split_file(DATASET))
+        seed_everything(cfg.seed, cfg.threads)
+        fit(build_model(model_cfg, info["channels"], len(info["classes"])), train, valid, cfg, info["classes"],
+            torch.device("cpu"))
+        print(json.dumps({"max_rss_mib": max_rss_mib(), "after_import_mib": base}))
+        return
+    data = random_set(args.n, args.height, args.width)
+    arrays = max_rss_mib()
+    fmt = CHANNELS_LAST if cfg.channels_last else CONTIGUOUS
+    bf16 = cfg.bf16 and bf16_ok()
+    torch.manual_seed(0)
+    model = build_model(model_cfg, 1, CLASSES).to(memory_format=fmt).train()
+    loss_fn, opt = build_loss(CLASSES), torch.optim.AdamW(model.parameters(), 1e-3)
+    batches = iter(Batches(data, BATCH, torch.device("cpu"), fmt, 0))
+    times = []
+    for step in range(args.steps + 1):
+        start = time.perf_counter()
+        x, y = next(batches)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step:
+            times.append(time.perf_counter() - start)
+    ips = BATCH / float(np.median(times))
+    print(json.dumps({"images_per_s": ips, "epoch_seconds": args.n / ips, "max_rss_mib": max_rss_mib(),
+                      "arrays_mib": (data.images.nbytes + data.labels.nbytes) / MIB, "rss_with_arrays_mib": arrays}))
+
+
+def run_worker(kind: str, model_cfg: ModelConfig, **kw: object) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--model-json",
+           json.dumps(model_cfg.to_dict())]
+    for key, value in kw.items():
+        cmd += [f"--{key}", str(value)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {kind} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def scaling(model_cfg: ModelConfig, sizes: list[int], counts: list[int], default_size: tuple[int, int],
+            steps: int) -> dict:
+    by_size = {s: run_worker("scale", model_cfg, n=64, height=s, width=s, steps=steps) for s in sizes}
+    h, w = default_size
+    by_count = {n: run_worker("scale", model_cfg, n=n, height=h, width=w, steps=steps) for n in counts}
+    return {"by_size": by_size, "by_count": by_count, "default_size": default_size}
+
+
+def plot_scaling(result: dict, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, xlabel, time_key, time_label in (
+            (axes[0], "by_size", "image size (square, px)", "per_1000", "seconds per 1000 images"),
+            (axes[1], "by_count", "dataset size (images, %dx%d)" % tuple(result["default_size"]), "epoch_seconds",
+             "seconds per epoch")):
+        xs = sorted(result[key])
+        rows = [result[key][x] for x in xs]
+        times = [1000 / r["images_per_s"] if time_key == "per_1000" else r["epoch_seconds"] for r in rows]
+        ax.plot(xs, times, "o-", color="tab:blue")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(time_label, color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(xs, [r["max_rss_mib"] for r in rows], "s--", color="tab:red")
+        twin.set_ylabel("peak memory (MiB, max RSS)", color="tab:red")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training time and memory scaling (our U-Net, batch 8, params.yaml precision)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- report
+def fmt_ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def section_throughput(res: dict, peak: dict[str, float], cfgs: dict[str, ModelConfig]) -> list[str]:
+    lines = ["## 1. Training throughput and achieved GFLOP/s (256x256, batch 8)\n",
+             "Matmul peak (torch.mm, measured now): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
+             + ". FLOPs per training step (forward + backward, FlopCounterMode): "
+             + ", ".join(f"{k} {v / 1e9:.1f} GFLOP" for k, v in res["train_flops"].items()) + ".\n",
+             "| model | precision | train images/s | achieved GFLOP/s | % of matmul peak | vs MONAI same precision |",
+             "|---|---|---|---|---|---|"]
+    rows = res["rows"]
+    monai = {r["precision"].label: r for r in rows.values() if r["model"] == "monai_unet"}
+    for key, r in rows.items():
+        pk = peak.get("bf16" if r["precision"].bf16 else "fp32")
+        other = monai.get(r["precision"].label)
+        lines.append(f"| {key.split(' | ')[0]} | {key.split(' | ')[1]} | {r['train_ips']:.1f} | "
+                     f"{r['train_gflops']:.0f} | {100 * r['train_gflops'] / pk:.0f}% | "
+                     f"{fmt_ratio(r['train_ips'], other['train_ips']) if other else 'n/a'} |")
+    ours_best = max((r for r in rows.values() if r["model"] == "ours"), key=lambda r: r["train_ips"])
+    monai_best = max(monai.values(), key=lambda r: r["train_ips"])
+    lines += ["", f"**Best vs best: ours {ours_best['train_ips']:.1f} images/s ({ours_best['precision'].label}"
+              f"{', compiled' if ours_best['compiled'] else ''}) vs MONAI {monai_best['train_ips']:.1f} "
+              f"({monai_best['precision'].label}): {fmt_ratio(ours_best['train_ips'], monai_best['train_ips'])}** "
+              "(target >= 1.5x).", "",
+              "Models: " + "; ".join(f"{k}: {describe(c)}" for k, c in cfgs.items()) + "."]
+    return lines
+
+
+def section_inference(res: dict) -> list[str]:
+    lines = ["## 5. Inference (256x256, batch 8)\n",
+             "| model | precision | inference images/s | achieved GFLOP/s |", "|---|---|---|---|"]
+    rows = res["rows"]
+    for key, r in rows.items():
+        lines.append(f"| {key.split(' | ')[0]} | {key.split(' | ')[1]} | {r['infer_ips']:.1f} | "
+                     f"{r['infer_gflops']:.0f} |")
+    for name, rate in res["onnx"].items():
+        lines.append(f"| {name} | ONNX Runtime fp32 | " + (f"{rate:.1f} | |" if rate else "not installed | |"))
+    monai_fp32 = max(r["infer_ips"] for r in rows.values() if r["model"] == "monai_unet" and not r["precision"].bf16)
+    ours_best = max((r for r in rows.values() if r["model"] == "ours"), key=lambda r: r["infer_ips"])
+    lines += ["", f"**Ours best ({ours_best['precision'].label}) {ours_best['infer_ips']:.1f} images/s vs MONAI "
+              f"fp32 best layout {monai_fp32:.1f}: {fmt_ratio(ours_best['infer_ips'], monai_fp32)}** (target >= 2x)."]
+    return lines
+
+
+def section_dice(ours: dict, plain: dict, target: float, cfg: TrainConfig, model_cfg: ModelConfig) -> list[str]:
+    def cell(r: dict) -> str:
+        if not r["reached"]:
+            return f"not reached in {r['epoch']} epochs (best {r['best_dice']:.3f}) | {r['seconds']:.1f}"
+        return f"epoch {r['epoch']} (Dice {r['dice']:.3f}) | {r['seconds']:.1f}"
+    lines = [f"## 2. Time-to-Dice: validation foreground Dice >= {target} on `{DATASET}`\n",
+             f"Both train {describe(model_cfg)} from the same seed with the same loss, optimizer, lr and batch "
+             f"size, up to {cfg.epochs} epochs, validating every epoch; wall time includes data loading and "
+             f"validation. Ours: `load_training_data` + `fit` (bf16 {cfg.bf16}, channels_last "
+             f"{cfg.channels_last}, grad clip {cfg.grad_clip}, {cfg.schedule} schedule, arrays decoded once). "
+             "Plain: fp32, contiguous, every batch decodes and resizes PNGs, no clipping, no schedule.\n",
+             "| loop | reached at | wall seconds |", "|---|---|---|",
+             f"| our pipeline (data load {ours['load_seconds']:.1f} s included) | {cell(ours)} |",
+             f"| plain reference loop (data decoding {plain['data_share']:.0%} of its time) | {cell(plain)} |"]
+    if ours["reached"] and plain["reached"]:
+        lines += ["", f"**Ratio ours / plain: {ours['seconds'] / plain['seconds']:.2f}** (target <= 0.5)."]
+    return lines
+
+
+def section_data(rows: list[dict] | None, note: str) -> list[str]:
+    from bench_data import table
+    lines = ["## 3. Convert and augment (images/s, CPU utilisation)\n", note + "\n"]
+    return lines + ([table(rows)] if rows else ["skipped: no data sets found"])
+
+
+def section_wait(w: dict) -> list[str]:
+    return ["## 4. Data wait in the training loop\n",
+            f"`train_epoch` over `Batches` (in-memory arrays), {w['images']} images, last of the measured epochs: "
+            f"{w['wait_seconds']:.3f} s producing batches of {w['epoch_seconds']:.2f} s -> "
+            f"**{w['share']:.1%} of step time** (target < 5%)."]
+
+
+def section_dvc(d: dict) -> list[str]:
+    lines = ["## 6. DVC on the default pipeline\n"]
+    if "error" in d:
+        return lines + [f"not measured: {d['error']}"]
+    lines += ["| command | best s | median s |", "|---|---|---|"]
+    lines += [f"| `{k}` | {v['best']:.2f} | {v['median']:.2f} |" for k, v in d.items()]
+    return lines + ["", "Target: `dvc repro` with nothing to do <= 3 s."]
+
+
+def section_memory(m: dict) -> list[str]:
+    lines = ["## 7. Peak memory of training (max RSS of a fresh process: load data + fit)\n",
+             "| model | epochs | max RSS MiB | of which Python + torch after import |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['epochs']} | {v['max_rss_mib']:.0f} | {v['after_import_mib']:.0f} |" for k, v in m.items()]
+    return lines
+
+
+def section_scaling(s: dict, png: str) -> list[str]:
+    lines = ["## 8. Scaling with image size and dataset size\n", f"![scaling]({png})\n",
+             "| image size | train images/s | s per 1000 images | max RSS MiB |", "|---|---|---|---|"]
+    for size, r in sorted(s["by_size"].items()):
+        lines.append(f"| {size}x{size} | {r['images_per_s']:.1f} | {1000 / r['images_per_s']:.1f} | "
+                     f"{r['max_rss_mib']:.0f} |")
+    h, w = s["default_size"]
+    lines += ["", f"| dataset size ({h}x{w}) | arrays MiB | epoch seconds (extrapolated) | max RSS MiB |",
+              "|---|---|---|---|"]
+    for n, r in sorted(s["by_count"].items()):
+        lines.append(f"| {n} | {r['arrays_mib']:.0f} | {r['epoch_seconds']:.1f} | {r['max_rss_mib']:.0f} |")
+    return lines
+
+
+# --------------------------------------------------------------------------- main
+ITEMS = ("throughput", "dice", "data", "wait", "dvc", "memory", "scaling")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and scaling points (~5 min)")
+    parser.add_argument("--skip", default="", help=f"comma-separated items to skip: {', '.join(ITEMS)}")
+    parser.add_argument("--model", default="", help="knobs overriding params.yaml train.model for 'ours'")
+    parser.add_argument("--target", type=float, default=0.80, help="validation Dice for time-to-Dice")
+    parser.add_argument("--compile", action="store_true", help="also measure ours with torch.compile")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "suite.md"))
+    parser.add_argument("--worker", choices=["train-memory", "scale"], help=argparse.SUPPRESS)
+    parser.add_argument("--model-json", help=argparse.SUPPRESS)
+    for name in ("n", "height", "width", "steps", "epochs"):
+        parser.add_argument(f"--{name}", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("medseg", "medseg.training", "medseg.model", "medseg.dataset"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    skip = set(filter(None, args.skip.split(",")))
+    if skip - set(ITEMS):
+        parser.error(f"--skip: unknown {sorted(skip - set(ITEMS))}; choose from {', '.join(ITEMS)}")
+    params = load_params(REPO / "params.yaml")
+    cfg, threads = params.train, params.train.threads
+    cfgs = model_configs(params, args.model)
+    os.chdir(REPO)
+    started, sections = time.perf_counter(), {}
+    rounds, steps = (2, 2) if args.quick else (3, 3)
+
+    if "throughput" not in skip:
+        log.info("1/5: matmul peak and throughput")
+        peak = matmul_peak(threads, 2048, 3 if args.quick else 5)
+        res = throughput(cfgs, threads, rounds, steps, args.compile)
+        sections["throughput"] = section_throughput(res, peak, cfgs)
+        sections["inference"] = section_inference(res)
+    if "dice" not in skip:
+        log.info("2: time-to-Dice")
+        ours = pipeline_time_to_dice(cfg, cfgs["ours"], args.target)
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = plain_time_to_dice(cfg, cfgs["ours"], args.target, Path(tmp))
+        sections["dice"] = section_dice(ours, plain, args.target, cfg, cfgs["ours"])
+    if "data" not in skip:
+        log.info("3: convert and augment")
+        import bench_data
+        sets = [(DATASET, paths.DATA / "raw" / DATASET)] + [(n, bench_data.SHARED / n) for n in bench_data.DATASETS]
+        sets = [(n, p) for n, p in sets if p.is_dir()]
+        rows = bench_data.run(1 if args.quick else 2, sets) if sets else None
+        sections["data"] = section_data(rows, "Best of the repeats; 1 and 2 worker processes; CPU util = CPU "
+                                              "seconds (process + workers) / wall seconds / cores.")
+    if "wait" not in skip:
+        log.info("4: data wait")
+        sections["wait"] = section_wait(data_wait(cfg, cfgs["ours"], 2))
+    if "dvc" not in skip:
+        log.info("6: dvc")
+        sections["dvc"] = section_dvc(dvc_timings(2 if args.quick else 3))
+    if "memory" not in skip:
+        log.info("7: peak memory")
+        epochs = 1 if args.quick else 2
+        mem = {name: {**run_worker("train-memory", c, epochs=epochs), "epochs": epochs} for name, c in cfgs.items()}
+        sections["memory"] = section_memory(mem)
+    if "scaling" not in skip:
+        log.info("8: scaling")
+        sizes = [128, 256, 512] if args.quick else [128, 192, 256, 384, 512]
+        counts = [100, 1000, 2000] if args.quick else [100, 250, 500, 1000, 2000]
+        sc = scaling(cfgs["ours"], sizes, counts, tuple(params.augment.size), 3 if args.quick else 4)
+        png = Path(args.out).with_name("scaling.png")
+        plot_scaling(sc, png)
+        sections["scaling"] = section_scaling(sc, png.name)
+
+    order = ("throughput", "dice", "data", "wait", "inference", "dvc", "memory", "scaling")
+    header = [
+        "# Performance suite\n",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{threads} threads (params.yaml `train.threads`), bf16 supported: {bf16_ok()}. "
+        f"Command: `python benchmarks/run_all.py{' --quick' if args.quick else ''}"
+        f"{' --compile' if args.compile else ''}{f' --model {args.model}' if args.model else ''}`. "
+        f"Suite wall time {time.perf_counter() - started:.0f} s; load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. Timings are the best of interleaved repeats.\n"]
+    text = "\n".join(header + ["\n".join(sections[k]) + "\n" for k in order if k in sections])
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
