@@ -6,7 +6,7 @@ configuration, so the Dice figures are the pipeline's. Needs the dataset's
 `split` stage outputs (`dvc repro split@synthetic`).
 
     python benchmarks/compare_dice.py [--dataset synthetic] [--device cpu] \
-        "name=unet,stem_stride=2,depth=3" "name=monai_unet"
+        "name=unet,stem_stride=2,depth=3" "name=monai_unet,stem_stride=1"
 """
 from __future__ import annotations
 
