@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, clone_work_tree, ran_stages, run
+from conftest import REPO, clone_work_tree, ran_stages, run, shrink
 
 WORKFLOWS = REPO / ".github" / "workflows"
 ACTIVATE = ". .venv/bin/activate && "
@@ -102,12 +102,7 @@ def test_retrain_is_manual_and_scheduled_with_credentials_from_secrets_only() ->
 # --------------------------------------------------------------------------- the scripts, run for real
 def tiny(data: dict) -> None:
     """The CI small config of .ci/pipeline_check.sh with one epoch fewer, so its check reruns training."""
-    data["active"] = [DS]
-    data["datasets"][DS]["source"].update(counts={"Benign": 4, "Malignant": 4, "Normal": 4}, height=96, width=128)
-    data["augment"].update(copies=1, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=1, batch_size=4, preview_images=1,
-                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
-    data["evaluate"].update(bootstrap=20, overlays=1)
+    shrink(data, copies=1, epochs=1, previews=1, overlays=1, bootstrap=20)
 
 
 def script_command(name: str, prefix: str) -> tuple[str, dict]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import clone_work_tree, edit_params, run
+from conftest import clone_work_tree, edit_params, run, shrink
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +34,8 @@ EXACT = ("eval.json", "per_image.csv", "pixel_confusion.json", "image_confusion.
 
 
 def tiny(data: dict) -> None:
-    data["datasets"][DATASET]["source"].update(counts={"Benign": 6, "Malignant": 6, "Normal": 6},
-                                               height=96, width=128)
-    data["augment"].update(copies=2, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=3, batch_size=4, preview_images=1, threads=2,
-                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
-    data["evaluate"].update(bootstrap=50, overlays=1)
+    shrink(data, per_class=6, epochs=3, previews=1, overlays=1)
+    data["train"]["threads"] = 2
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import clone_work_tree, run
+from conftest import clone_work_tree, run, shrink
 from medseg.atomic import atomic_dir, atomic_file, remove_stale_siblings
 
 DATASET = "synthetic"
@@ -84,11 +84,7 @@ def test_a_failed_write_leaves_the_previous_output_and_no_temporary_file(tmp_pat
 def small(data: dict) -> None:
     # Full-size images give fetch and convert a second or two of writing;
     # the small training size keeps train and evaluate short.
-    data["datasets"][DATASET]["source"].update(counts={"Benign": 6, "Malignant": 6, "Normal": 6})
-    data["augment"].update(copies=2, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=3, batch_size=4, preview_images=2,
-                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
-    data["evaluate"].update(bootstrap=50, overlays=2)
+    shrink(data, per_class=6, image=None, epochs=3)
 
 
 @pytest.fixture(scope="module")

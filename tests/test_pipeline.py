@@ -15,19 +15,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SHARED, clone_work_tree, edit_params, ran_stages, run
+from conftest import REPO, SHARED, clone_work_tree, edit_params, ran_stages, run, shrink
 from medseg.imageio import read_png
 
 pytestmark = pytest.mark.slow
 
 
 def tiny(data: dict) -> None:
-    data["datasets"]["synthetic"]["source"].update(counts={"Benign": 4, "Malignant": 4, "Normal": 4},
-                                                   height=96, width=128)
-    data["augment"].update(copies=2, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=2, batch_size=4, preview_images=2,
-                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
-    data["evaluate"].update(bootstrap=50, overlays=2)
+    shrink(data)
 
 
 @pytest.fixture(scope="module")

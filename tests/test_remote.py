@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clone_work_tree, ran_stages, run
+from conftest import clone_work_tree, ran_stages, run, shrink
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +24,7 @@ OUTPUT_DIRS = ("data/raw", "data/converted", "data/augmented", "data/split", "mo
 
 
 def tiny(data: dict) -> None:
-    data["active"] = [DS]
-    data["datasets"][DS]["source"].update(counts={"Benign": 4, "Malignant": 4, "Normal": 4}, height=96, width=128)
-    data["augment"].update(copies=1, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=1, batch_size=4, preview_images=1,
-                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
-    data["evaluate"].update(bootstrap=20, overlays=1)
+    shrink(data, copies=1, epochs=1, previews=1, overlays=1, bootstrap=20)
 
 
 def digests(repo: Path) -> dict[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, clone_work_tree, edit_params, ran_stages, run
+from conftest import REPO, clone_work_tree, edit_params, ran_stages, run, shrink
 from ddp_fit import make_set
 from medseg.distributed import World
 from medseg.training import Batches
@@ -78,18 +78,9 @@ def test_two_processes_are_close_to_one_with_the_default_loss(tmp_path):
 
 
 # --------------------------------------------------------------------------- the train stage in a clone
-def tiny(data: dict) -> None:
-    data["datasets"]["synthetic"]["source"].update(counts={"Benign": 4, "Malignant": 4, "Normal": 4},
-                                                   height=96, width=128)
-    data["augment"].update(copies=2, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=2, batch_size=4, preview_images=2,
-                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
-    data["evaluate"].update(bootstrap=50, overlays=2)
-
-
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    repo = clone_work_tree(tmp_path_factory.mktemp("scale"), tiny)
+    repo = clone_work_tree(tmp_path_factory.mktemp("scale"), shrink)
     run(["dvc", "repro", "split@synthetic"], repo)
     return repo
 

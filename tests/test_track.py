@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clone_work_tree, edit_params, ran_stages, run
+from conftest import clone_work_tree, edit_params, ran_stages, run, shrink
 from medseg import paths
 from medseg.config import MlflowConfig
 from medseg.tracking import COMMIT_TAG, Tracker, TrackingError, numeric_metrics, run_key, sync_run
@@ -141,12 +141,8 @@ QUEUE_TIMEOUT_S = 180
 
 
 def tiny(data: dict) -> None:
-    data["active"] = [DS]
-    data["datasets"][DS]["source"].update(counts={"Benign": 4, "Malignant": 4, "Normal": 4}, height=96, width=128)
-    data["augment"].update(copies=1, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=1, batch_size=4, preview_images=1, lr=0.002,
-                         model={**data["train"]["model"], "base_filters": 4, "depth": 2})
-    data["evaluate"].update(bootstrap=20, overlays=1)
+    shrink(data, copies=1, epochs=1, previews=1, overlays=1, bootstrap=20)
+    data["train"]["lr"] = 0.002
     data["mlflow"].update(experiment=EXPERIMENT, tracking_uri=None, required=True)
 
 
