@@ -14,10 +14,12 @@ each global batch of ``train.batch_size`` images is cut into one shard per
 process (``shard``), so N processes see exactly the batches one process
 would. Each shard's loss is weighted by its share of the global batch and
 DDP averages the gradients, so the update equals the single-process one up
-to floating-point summation order. Exceptions: BatchNorm statistics are
-per process on CPU (``SyncBatchNorm`` needs CUDA; on GPU ``wrap`` converts
-to it), and dropout masks differ. Process 0 (``World.is_main``) alone
-writes files and logs to MLflow.
+to floating-point summation order for the cross-entropy term. Exceptions:
+the loss's batch Dice term is pooled over each process's shard rather than
+the global batch, BatchNorm statistics are per process on CPU
+(``SyncBatchNorm`` needs CUDA; on GPU ``wrap`` converts to it), and dropout
+masks differ. Process 0 (``World.is_main``) alone writes files and logs to
+MLflow.
 
 Backend: ``auto`` picks NCCL for CUDA and gloo for CPU. On CPU the
 ``train.threads`` of a node are divided among its processes.
