@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from .config import TrainConfig
 from .dataset import ArraySet, to_tensor
-from .errors import StageError
 from .distributed import World, all_true, from_main, shard, total, wrap
+from .errors import StageError
 from .losses import build_loss
 
 log = logging.getLogger(__name__)
