@@ -26,15 +26,12 @@ from medseg.config import TrainConfig, load_params  # noqa: E402
 from medseg.dataset import ArraySet, dataset_info, load_training_data  # noqa: E402
 from medseg.model import ModelConfig, build_model  # noqa: E402
 from medseg.training import fit, pick_device, seed_everything  # noqa: E402
+from run_all import parse_knobs  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def parse_model(spec: str, base: dict) -> ModelConfig:
     """``"name=unet,depth=3"`` -> ModelConfig; unset knobs come from ``base`` (params.yaml train.model)."""
-    knobs = dict(base)
-    for item in filter(None, spec.split(",")):
-        key, value = item.split("=", 1)
-        knobs[key] = value if key in ("name", "norm") else (float(value) if "." in value else int(value))
-    return ModelConfig.from_dict(knobs)
+    return ModelConfig.from_dict({**base, **parse_knobs(spec)})
 
 
 def train_one(model_cfg: ModelConfig, cfg: TrainConfig, train: ArraySet, valid: ArraySet, classes: list[str],
