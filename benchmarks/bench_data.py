@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "stages"))
+from medseg.augment.dataset import augment_dataset
+from medseg.config import load_params
+from medseg.data.converted import ConvertedDataset
+from medseg.formats.convert import convert_dataset
+from medseg.formats.discover import discover
 
-from medseg.augmentation import augment_dataset, load_sources  # noqa: E402
-from medseg.config import load_params  # noqa: E402
-from medseg.conversion import convert_dataset  # noqa: E402
-from medseg.discover import discover  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared" / "datasets"
 DATASETS = ["us-liver-mini", "busi-malignant-mini", "chase-retina-mini"]
@@ -56,7 +56,7 @@ def run(repeat: int, datasets: list[tuple[str, Path]] | None = None) -> list[dic
             cfg = params.dataset(name).convert
             n = len(discover(raw, cfg).samples)
             for workers in (1, 2):
-                def convert(w=workers):
+                def convert(w=workers, name=name, raw=raw, cfg=cfg):
                     out = tmp / f"conv-{name}-{w}-{time.perf_counter_ns()}"
                     convert_dataset(raw, out, cfg, workers=w)
                 wall, util = best(convert, repeat)
@@ -64,12 +64,12 @@ def run(repeat: int, datasets: list[tuple[str, Path]] | None = None) -> list[dic
                              "seconds": wall, "images_per_s": n / wall, "cpu_util": util})
             converted = tmp / f"conv-{name}-final"
             convert_dataset(raw, converted, cfg, workers=2)
-            sources = load_sources(converted)
+            sources = ConvertedDataset(converted)
             for workers in (1, 2):
                 aug_cfg = params.augment.model_copy(update={"workers": workers})
-                samples = len(sources.sources) * aug_cfg.copies
+                samples = len(sources.ids) * aug_cfg.copies
 
-                def augment(c=aug_cfg, w=workers):
+                def augment(c=aug_cfg, w=workers, name=name, sources=sources):
                     augment_dataset(sources, c, tmp / f"aug-{name}-{w}-{time.perf_counter_ns()}")
                 wall, util = best(augment, repeat)
                 rows.append({"stage": "augment", "dataset": name, "workers": workers, "images": samples,

@@ -12,26 +12,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "stages"))
+from medseg.config import ModelConfig, TrainConfig, load_params
+from medseg.data.converted import ConvertedDataset
+from medseg.data.shards import AugmentedDataset
+from medseg.io import paths
+from medseg.model.factory import build_model
+from medseg.model.runtime import pick_device, seed_everything
+from medseg.train.datasets import ArraySet, load_training_data
+from medseg.train.loop import fit
+from run_all import parse_knobs  # benchmarks/ is the script's folder
 
-from medseg import paths  # noqa: E402
-from medseg.config import TrainConfig, load_params  # noqa: E402
-from medseg.dataset import ArraySet, dataset_info, load_training_data  # noqa: E402
-from medseg.model import ModelConfig, build_model  # noqa: E402
-from medseg.training import fit, pick_device, seed_everything  # noqa: E402
-from run_all import parse_knobs  # noqa: E402  (benchmarks/ is the script's folder)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_model(spec: str, base: dict) -> ModelConfig:
     """``"name=unet,depth=3"`` -> ModelConfig; unset knobs come from ``base`` (params.yaml train.model)."""
-    return ModelConfig.from_dict({**base, **parse_knobs(spec)})
+    return ModelConfig.model_validate({**base, **parse_knobs(spec)})
 
 
 def train_one(model_cfg: ModelConfig, cfg: TrainConfig, train: ArraySet, valid: ArraySet, classes: list[str],
@@ -59,19 +60,19 @@ def main() -> None:
     params = load_params(REPO / "params.yaml")
     update = {k: v for k, v in {"device": args.device, "threads": args.threads, "epochs": args.epochs}.items() if v}
     cfg = params.train.model_copy(update=update)
-    info = dataset_info(paths.converted_dir(args.dataset))
-    train, valid = load_training_data(paths.converted_dir(args.dataset), paths.augmented_dir(args.dataset),
+    converted = ConvertedDataset(paths.converted_dir(args.dataset))
+    train, valid = load_training_data(converted, AugmentedDataset(paths.augmented_dir(args.dataset)),
                                       paths.split_file(args.dataset))
     device = pick_device(cfg.device)
     print(f"{args.dataset}: {len(train)} train, {len(valid)} valid, {cfg.epochs} epochs, device {device}, "
           f"bf16 {cfg.bf16}, channels_last {cfg.channels_last}")
-    print("| model | seed | best val Dice | best epoch | epochs run | seconds | train images/s |")
+    print("| model | seed | best val pooled Dice | best epoch | epochs run | seconds | train images/s |")
     print("|---|---|---|---|---|---|---|")
     for spec in args.models:
         model_cfg = parse_model(spec, cfg.model.model_dump())
         for seed in args.seeds or [cfg.seed]:
-            r = train_one(model_cfg, cfg.model_copy(update={"seed": seed}), train, valid, info["classes"],
-                          info["channels"], device)
+            r = train_one(model_cfg, cfg.model_copy(update={"seed": seed}), train, valid, converted.classes,
+                          converted.channels, device)
             print(f"| {spec} | {seed} | {r['best_dice']:.4f} | {r['best_epoch']} | {r['epochs']} | "
                   f"{r['seconds']:.0f} | {r['train_img_s']:.1f} |", flush=True)
 

@@ -48,20 +48,21 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "stages"))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from medseg.config import ModelConfig, TrainConfig, load_params
+from medseg.data.converted import ConvertedDataset, SampleFiles
+from medseg.data.preprocess import resize_pair, to_tensor
+from medseg.data.rounds import Round
+from medseg.data.shards import AugmentedDataset
+from medseg.data.split import read_split
+from medseg.io import paths
+from medseg.io.images import write_png
+from medseg.model.factory import build_model
+from medseg.model.losses import build_loss
+from medseg.model.runtime import bf16_supported, memory_format, seed_everything
+from medseg.train.datasets import ArraySet, Batches, load_augmented, load_training_data
+from medseg.train.loop import EpochStats, build_optimizer, fit, loss_for, pooled_dice, train_epoch
 
-from medseg import paths  # noqa: E402
-from medseg.config import TrainConfig, load_params  # noqa: E402
-from medseg.dataset import (ArraySet, augment_info, dataset_info, load_augmented, load_training_data,  # noqa: E402
-                            resize_pair, select, to_tensor)
-from medseg.imageio import read_png, write_png  # noqa: E402
-from medseg.losses import build_loss  # noqa: E402
-from medseg.model import ModelConfig, build_model  # noqa: E402
-from medseg.tables import read_csv  # noqa: E402
-from medseg.training import (Batches, EpochStats, bf16_supported, build_optimizer, dice_per_class, fit,  # noqa: E402
-                             seed_everything, train_epoch)
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("suite")
 DATASET = "synthetic"
@@ -84,12 +85,23 @@ def parse_knobs(spec: str) -> dict:
 
 def model_configs(params, override: str) -> dict[str, ModelConfig]:
     ours = {**params.train.model.model_dump(), **parse_knobs(override)}
-    monai = {"name": "monai_unet", "base_filters": 16, "depth": 4, "dropout": params.train.model.dropout}
-    return {"ours": ModelConfig.from_dict(ours), "monai_unet": ModelConfig.from_dict(monai)}
+    monai = {"name": "monai_unet", "base_filters": 16, "depth": 4, "dropout": params.train.model.dropout,
+             "stem_stride": 1}
+    return {"ours": ModelConfig.model_validate(ours), "monai_unet": ModelConfig.model_validate(monai)}
 
 
 def describe(cfg: ModelConfig) -> str:
-    return ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items())
+    return ", ".join(f"{k}={v}" for k, v in cfg.model_dump().items())
+
+
+def default_data() -> tuple[ConvertedDataset, AugmentedDataset]:
+    """The default dataset's convert and augment outputs (``dvc repro split@synthetic``)."""
+    return ConvertedDataset(paths.converted_dir(DATASET)), AugmentedDataset(paths.augmented_dir(DATASET))
+
+
+def plain_loss(classes: int) -> nn.Module:
+    """Dice + CE with equal weights: the same loss for every model of the throughput items."""
+    return build_loss(classes, dice_weight=1.0, ce_weight=1.0, class_weights=None, batch_dice=True)
 
 
 def max_rss_mib() -> float:
@@ -140,7 +152,7 @@ def matmul_peak(threads: int, n: int, repeat: int) -> dict[str, float]:
     for label, dtype in dtypes:
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         torch.mm(a, b)
-        best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeat))
+        best = min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(repeat))
         out[label] = 2 * n**3 / best / 1e9
     return out
 
@@ -174,7 +186,7 @@ class TrainBench:
         torch.manual_seed(0)
         self.prec = prec
         self.model = build_model(cfg, 1, CLASSES).to(memory_format=prec.fmt)
-        self.loss_fn = build_loss(CLASSES)
+        self.loss_fn = plain_loss(CLASSES)
         self.opt = torch.optim.AdamW(self.model.parameters(), 1e-3)
         self.x, self.y = x.to(memory_format=prec.fmt), y
         self.forward = torch.compile(self.model) if compile_ else self.model
@@ -240,7 +252,7 @@ def throughput(cfgs: dict[str, ModelConfig], threads: int, rounds: int, steps: i
         rows[key] = {"model": name, "precision": prec, "compiled": comp, "bench": bench}
     train_best = interleaved_best(train_fns, rounds, steps)
     infer_best = interleaved_best(infer_fns, rounds, steps)
-    flops = {name: train_step_flops(build_model(cfg, 1, CLASSES), build_loss(CLASSES), x, y)
+    flops = {name: train_step_flops(build_model(cfg, 1, CLASSES), plain_loss(CLASSES), x, y)
              for name, cfg in cfgs.items()}
     iflops = {name: infer_flops(build_model(cfg, 1, CLASSES), x) for name, cfg in cfgs.items()}
     for key, row in rows.items():
@@ -258,23 +270,22 @@ class ReachedTarget(Exception):
 
 
 def pipeline_time_to_dice(cfg: TrainConfig, model_cfg: ModelConfig, target: float) -> dict:
-    """Our pipeline: load the arrays once, then ``fit``; wall seconds until val Dice >= target."""
-    converted = paths.converted_dir(DATASET)
-    info = dataset_info(converted)
+    """Our pipeline: load the arrays once, then ``fit``; wall seconds until val pooled Dice >= target."""
+    converted, augmented = default_data()
     start = time.perf_counter()
-    train, valid = load_training_data(converted, paths.augmented_dir(DATASET), paths.split_file(DATASET))
+    train, valid = load_training_data(converted, augmented, paths.split_file(DATASET))
     loaded = time.perf_counter() - start
     seed_everything(cfg.seed, cfg.threads)
-    model = build_model(model_cfg, info["channels"], len(info["classes"]))
+    model = build_model(model_cfg, converted.channels, len(converted.classes))
     history: list[tuple[int, float, float]] = []
 
     def on_epoch(stats: EpochStats, pred: torch.Tensor) -> None:
-        history.append((stats.epoch, stats.val_dice, time.perf_counter() - start))
-        if stats.val_dice >= target:
+        history.append((stats.epoch, stats.val_pooled_dice, time.perf_counter() - start))
+        if stats.val_pooled_dice >= target:
             raise ReachedTarget
 
     try:
-        fit(model, train, valid, cfg, info["classes"], torch.device("cpu"), on_epoch)
+        fit(model, train, valid, cfg, converted.classes, torch.device("cpu"), on_epoch)
     except ReachedTarget:
         pass
     return _dice_result(history, target, load_seconds=loaded)
@@ -290,14 +301,14 @@ def _dice_result(history: list[tuple[int, float, float]], target: float, **extra
 class PngSet:
     """Training samples as PNG files, decoded and resized on every access (the plain loop's data)."""
 
-    def __init__(self, files: list[tuple[Path, Path]], size: tuple[int, int]) -> None:
+    def __init__(self, files: list[SampleFiles], size: tuple[int, int]) -> None:
         self.files, self.size = files, size
 
     def __len__(self) -> int:
         return len(self.files)
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [resize_pair(read_png(img), read_png(lab), self.size) for img, lab in (self.files[i] for i in idx)]
+        pairs = [resize_pair(*files.read(), self.size) for files in (self.files[i] for i in idx)]
         images = np.stack([p[0][..., None] if p[0].ndim == 2 else p[0] for p in pairs])
         return to_tensor(images), torch.from_numpy(np.stack([p[1] for p in pairs])).long()
 
@@ -305,23 +316,20 @@ class PngSet:
 def png_sets(tmp: Path) -> tuple[PngSet, PngSet]:
     """The pipeline's train/valid samples as PNGs: originals from data/converted, augmented copies
     written once to ``tmp`` (as if the augment stage stored PNGs), so every batch decodes images."""
-    converted, augmented = paths.converted_dir(DATASET), paths.augmented_dir(DATASET)
-    size = tuple(augment_info(augmented)["size"])
-    rows = select(read_csv(paths.split_file(DATASET)))
-    manifest = read_csv(converted / paths.MANIFEST).set_index("id")
+    converted, augmented = default_data()
+    rows = Round().select(read_split(paths.split_file(DATASET)))
     train_rows = rows["train"]
     originals = sorted(train_rows.loc[train_rows["kind"] == "original", "id"])
     aug_ids = sorted(train_rows.loc[train_rows["kind"] == "augmented", "id"])
     aug = load_augmented(augmented, aug_ids)
-    files = [(converted / manifest.loc[i, "image"], converted / manifest.loc[i, "label"]) for i in originals]
+    files = [converted.sample(i) for i in originals]
     for k, sid in enumerate(aug.ids):
         img, lab = tmp / f"{sid}_image.png", tmp / f"{sid}_label.png"
         write_png(img, aug.images[k][..., 0] if aug.images.shape[-1] == 1 else aug.images[k])
         write_png(lab, aug.labels[k])
-        files.append((img, lab))
-    valid = [(converted / manifest.loc[i, "image"], converted / manifest.loc[i, "label"])
-             for i in sorted(rows["valid"]["id"])]
-    return PngSet(files, size), PngSet(valid, size)
+        files.append(SampleFiles(sid, "", "", img, lab, *augmented.size, len(converted.classes), converted.channels))
+    valid = [converted.sample(i) for i in sorted(rows["valid"]["id"])]
+    return PngSet(files, augmented.size), PngSet(valid, augmented.size)
 
 
 @dataclass(frozen=True)
@@ -355,12 +363,12 @@ def plain_time_to_dice(cfg: TrainConfig, model_cfg: ModelConfig, target: float, 
     """A plain loop: fp32, contiguous, PNG decode + resize per batch, ``hp``'s optimizer, no clipping or schedule.
 
     Seed, model and loss (``cfg.seed``, ``model_cfg``, ``cfg.dice_weight`` / ``ce_weight``) are ours."""
-    info = dataset_info(paths.converted_dir(DATASET))
-    classes = info["classes"]
+    converted, _ = default_data()
+    classes = converted.classes
     train, valid = data
     seed_everything(cfg.seed, cfg.threads)
-    model = build_model(model_cfg, info["channels"], len(classes))
-    loss_fn = build_loss(len(classes), dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight)
+    model = build_model(model_cfg, converted.channels, len(classes))
+    loss_fn = loss_for(cfg, classes)
     opt_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[hp.optimizer]
     optimizer = opt_class(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -383,7 +391,7 @@ def plain_time_to_dice(cfg: TrainConfig, model_cfg: ModelConfig, target: float, 
                 x, y = valid.batch(np.arange(first, min(first + hp.batch_size, len(valid))))
                 preds.append(model(x).argmax(1))
                 targets.append(y)
-        scores = dice_per_class(torch.cat(preds), torch.cat(targets), len(classes))
+        scores = pooled_dice(torch.cat(preds), torch.cat(targets), len(classes))
         dice = float(np.mean(list(scores.values()))) if scores else 0.0
         history.append((epoch, dice, time.perf_counter() - start))
         log.info("plain loop (%s) epoch %d: val dice %.4f", hp.label, epoch, dice)
@@ -409,14 +417,13 @@ class TimedBatches(Batches):
 
 def data_wait(cfg: TrainConfig, model_cfg: ModelConfig, epochs: int) -> dict:
     """Share of ``train_epoch`` wall time spent in ``Batches`` (in-memory arrays), last of ``epochs`` epochs."""
-    info = dataset_info(paths.converted_dir(DATASET))
-    train, _ = load_training_data(paths.converted_dir(DATASET), paths.augmented_dir(DATASET),
-                                  paths.split_file(DATASET))
+    converted, augmented = default_data()
+    train, _ = load_training_data(converted, augmented, paths.split_file(DATASET))
     seed_everything(cfg.seed, cfg.threads)
     device, bf16 = torch.device("cpu"), cfg.bf16 and bf16_ok()
-    fmt = CHANNELS_LAST if cfg.channels_last else CONTIGUOUS
-    model = build_model(model_cfg, info["channels"], len(info["classes"])).to(memory_format=fmt)
-    loss_fn = build_loss(len(info["classes"]), dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight)
+    fmt = memory_format(cfg.channels_last)
+    model = build_model(model_cfg, converted.channels, len(converted.classes)).to(memory_format=fmt)
+    loss_fn = loss_for(cfg, converted.classes)
     optimizer = build_optimizer(model, cfg)
     for epoch in range(1, epochs + 1):
         timed = TimedBatches(train, cfg.batch_size, device, fmt, cfg.seed + epoch)
@@ -461,25 +468,24 @@ def worker(args: argparse.Namespace) -> None:
     params = load_params(REPO / "params.yaml")
     cfg = params.train
     torch.set_num_threads(cfg.threads)
-    model_cfg = ModelConfig.from_dict(json.loads(args.model_json))
+    model_cfg = ModelConfig.model_validate(json.loads(args.model_json))
     if args.worker == "train-memory":
         cfg = cfg.model_copy(update={"epochs": args.epochs, "preview_images": 0})
-        info = dataset_info(paths.converted_dir(DATASET))
+        converted, augmented = default_data()
         base = max_rss_mib()
-        train, valid = load_training_data(paths.converted_dir(DATASET), paths.augmented_dir(DATASET),
-                                          paths.split_file(DATASET))
+        train, valid = load_training_data(converted, augmented, paths.split_file(DATASET))
         seed_everything(cfg.seed, cfg.threads)
-        fit(build_model(model_cfg, info["channels"], len(info["classes"])), train, valid, cfg, info["classes"],
+        fit(build_model(model_cfg, converted.channels, len(converted.classes)), train, valid, cfg, converted.classes,
             torch.device("cpu"))
         print(json.dumps({"max_rss_mib": max_rss_mib(), "after_import_mib": base}))
         return
     data = random_set(args.n, args.height, args.width)
     arrays = max_rss_mib()
-    fmt = CHANNELS_LAST if cfg.channels_last else CONTIGUOUS
+    fmt = memory_format(cfg.channels_last)
     bf16 = cfg.bf16 and bf16_ok()
     torch.manual_seed(0)
     model = build_model(model_cfg, 1, CLASSES).to(memory_format=fmt).train()
-    loss_fn, opt = build_loss(CLASSES), torch.optim.AdamW(model.parameters(), 1e-3)
+    loss_fn, opt = plain_loss(CLASSES), torch.optim.AdamW(model.parameters(), 1e-3)
     batches = iter(Batches(data, BATCH, torch.device("cpu"), fmt, 0))
     times = []
     for step in range(args.steps + 1):
@@ -499,7 +505,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(kind: str, model_cfg: ModelConfig, **kw: object) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--model-json",
-           json.dumps(model_cfg.to_dict())]
+           json.dumps(model_cfg.model_dump())]
     for key, value in kw.items():
         cmd += [f"--{key}", str(value)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -524,7 +530,7 @@ def plot_scaling(result: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, xlabel, time_key, time_label in (
             (axes[0], "by_size", "image size (square, px)", "per_1000", "seconds per 1000 images"),
-            (axes[1], "by_count", "dataset size (images, %dx%d)" % tuple(result["default_size"]), "epoch_seconds",
+            (axes[1], "by_count", "dataset size (images, {}x{})".format(*result["default_size"]), "epoch_seconds",
              "seconds per epoch")):
         xs = sorted(result[key])
         rows = [result[key][x] for x in xs]
@@ -717,7 +723,7 @@ def main() -> None:
         worker(args)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("medseg", "medseg.training", "medseg.model", "medseg.dataset"):
+    for noisy in ("medseg", "medseg.train.loop", "medseg.model.factory", "medseg.train.datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     skip, only = set(filter(None, args.skip.split(","))), set(filter(None, args.only.split(",")))
     for flag, names in (("--skip", skip), ("--only", only)):
@@ -749,7 +755,7 @@ def main() -> None:
         sections["dice"] = section_dice(ours, plains, args.target, cfg, cfgs["ours"])
     if "data" not in skip:
         log.info("3: convert and augment")
-        import bench_data
+        import bench_data  # benchmarks/ is the script's folder
         sets = [(DATASET, paths.DATA / "raw" / DATASET)] + [(n, bench_data.SHARED / n) for n in bench_data.DATASETS]
         sets = [(n, p) for n, p in sets if p.is_dir()]
         rows = bench_data.run(1 if args.quick else 2, sets) if sets else None

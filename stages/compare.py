@@ -1,105 +1,25 @@
-"""DVC stage `compare`: one table over every active dataset's results.
+"""DVC stage ``compare``: one table over every active dataset's results.
 
-Reads metrics/datasets/<name>/{eval.json,train.json} and
-data/converted/<name>/report.json for each dataset in params `active`;
-writes metrics/summary.json (keyed by dataset), metrics/summary.md (a
-markdown table: Dice, IoU, HD95 per class with 95% intervals, image counts,
-training time), metrics/summary_dice.csv (data for `dvc plots`) and
-metrics/summary.png (a bar chart of Dice with intervals).
+Reads ``metrics/datasets/<name>/{eval.json,train.json}`` and
+``data/converted/<name>/report.json`` for each dataset in params ``active``;
+writes ``metrics/summary.json`` (keyed by dataset), ``metrics/summary.md``,
+``metrics/summary_dice.csv`` (data for ``dvc plots``) and
+``metrics/summary.png`` (``medseg.evaluate.summary``).
+
+Usage (from the repository root): ``python stages/compare.py``
 """
-import json
 import logging
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from medseg import paths  # noqa: E402
-from medseg.atomic import atomic_file  # noqa: E402
-from medseg.cli import run_stage  # noqa: E402
-from medseg.config import Params  # noqa: E402
-from medseg.tables import read_json  # noqa: E402
+from medseg.config import Params
+from medseg.evaluate.summary import write_summary
+from medseg.io.cli import run_stage
 
 log = logging.getLogger("compare")
 
 
-def collect(dataset: str) -> dict:
-    evaluation = read_json(paths.metrics_dir(dataset) / paths.EVAL_METRICS)
-    training = read_json(paths.metrics_dir(dataset) / paths.TRAIN_METRICS)
-    report = read_json(paths.converted_dir(dataset) / paths.REPORT)
-    entry = {"images": report["count"], "groups": report["groups"], "n_test": evaluation["n_test"],
-             "mean_fg_dice": evaluation["mean_fg_dice"], "train_seconds": training["train_seconds"],
-             "epochs_run": training["epochs_run"]}
-    for metric in ("dice", "iou", "hd95"):
-        entry[metric] = {cls: {k: stat[k] for k in ("mean", "ci_low", "ci_high", "n")}
-                         for cls, stat in evaluation[metric].items()}
-    if "cv" in evaluation:
-        entry["cv"] = evaluation["cv"]
-    return entry
-
-
-def _fmt(stat: dict, digits: int = 3) -> str:
-    if stat["mean"] is None:
-        return "n/a"
-    ci = "" if stat["ci_low"] is None else f" [{stat['ci_low']:.{digits}f}, {stat['ci_high']:.{digits}f}]"
-    return f"{stat['mean']:.{digits}f}{ci}"
-
-
-def markdown(summary: dict) -> str:
-    lines = ["# Results by dataset", "",
-             "| dataset | class | Dice [95% CI] | IoU [95% CI] | HD95 px [95% CI] | images scored | dataset images "
-             "| test images | training s |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, e in summary.items():
-        for cls in e["dice"]:
-            lines.append(f"| {name} | {cls} | {_fmt(e['dice'][cls])} | {_fmt(e['iou'][cls])} | "
-                         f"{_fmt(e['hd95'][cls], 1)} | {e['dice'][cls]['n']} | {e['images']} | {e['n_test']} | "
-                         f"{e['train_seconds']:.0f} |")
-    cv = {n: e["cv"] for n, e in summary.items() if "cv" in e}
-    if cv:
-        lines += ["", "Cross-validation (mean ± std of per-fold means):", "",
-                  "| dataset | folds | class | Dice |", "|---|---|---|---|"]
-        for name, c in cv.items():
-            for cls, s in c["dice"].items():
-                lines.append(f"| {name} | {c['folds']} | {cls} | {s['mean']:.3f} ± {s['std']:.3f} |")
-    return "\n".join(lines) + "\n"
-
-
-def dice_table(summary: dict) -> pd.DataFrame:
-    rows = [{"label": f"{name} / {cls}", "dataset": name, "class": cls, "dice": s["mean"], "ci_low": s["ci_low"],
-             "ci_high": s["ci_high"]}
-            for name, e in summary.items() for cls, s in e["dice"].items() if s["mean"] is not None]
-    return pd.DataFrame(rows, columns=["label", "dataset", "class", "dice", "ci_low", "ci_high"])
-
-
-def bar_chart(table: pd.DataFrame, path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 0.4 * max(len(table), 3) + 1))
-    y = range(len(table))
-    low, high = table["ci_low"].fillna(table["dice"]), table["ci_high"].fillna(table["dice"])
-    err = [table["dice"] - low, high - table["dice"]]
-    ax.barh(list(y), table["dice"], xerr=err, color="#4C78A8", capsize=3)
-    ax.set_yticks(list(y), table["label"])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("test Dice (mean, 95% bootstrap interval)")
-    fig.tight_layout()
-    with atomic_file(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
-
-
 def main(params: Params) -> None:
     """Summarise every active dataset's results in one table and chart."""
-    summary = {name: collect(name) for name in params.active}
-    with atomic_file(paths.SUMMARY_JSON) as fh:
-        json.dump(summary, fh, indent=2)
-    with atomic_file(paths.SUMMARY_MD) as fh:
-        fh.write(markdown(summary))
-    table = dice_table(summary)
-    with atomic_file(paths.SUMMARY_DICE_CSV, newline="") as fh:
-        table.to_csv(fh, index=False, float_format="%.6g")
-    bar_chart(table, paths.SUMMARY_PNG)
+    summary = write_summary(params.active)
     log.info("summary of %d dataset(s): %s", len(summary),
              {n: None if e["mean_fg_dice"] is None else round(e["mean_fg_dice"], 3) for n, e in summary.items()})
 

@@ -1,18 +1,20 @@
-"""DVC stage `fetch`: bring a dataset's raw files into data/raw/<dataset>.
+"""DVC stage ``fetch``: bring a dataset's raw files into ``data/raw/<dataset>``.
 
-Sources (params: datasets.<name>.source): synthetic (the embedded default,
+Sources (params: ``datasets.<name>.source``): synthetic (the embedded default,
 generated in AUL's layout), url / zenodo (verified download + safe
 extraction), local (a folder or archive on disk). Writes the raw folder and a
 provenance record next to it; both appear only once complete.
+
+Usage (from the repository root): ``python stages/fetch.py <dataset>``
 """
-import json
 import logging
 
-from medseg import paths
-from medseg.atomic import atomic_dir, atomic_file
-from medseg.cli import run_stage
 from medseg.config import Params
-from medseg.fetching import fetch_source
+from medseg.io import paths
+from medseg.io.atomic import atomic_dir
+from medseg.io.cli import run_stage
+from medseg.io.tables import write_json
+from medseg.sources.fetch import fetch_source
 
 log = logging.getLogger("fetch")
 
@@ -22,9 +24,7 @@ def main(dataset: str, params: Params) -> None:
     source = params.dataset(dataset).source
     with atomic_dir(paths.raw_dir(dataset)) as tmp:
         record = fetch_source(source, tmp, paths.download_cache(dataset))
-    with atomic_file(paths.provenance_file(dataset)) as fh:
-        json.dump({"dataset": dataset, **record}, fh, indent=2)
-        fh.write("\n")
+    write_json(paths.provenance_file(dataset), {"dataset": dataset, **record})
     log.info("%s: %d files, %d bytes from %s source", dataset, record["files"], record["bytes"], source.kind)
 
 

@@ -105,7 +105,7 @@ class _Server(ThreadingHTTPServer):
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # a proxy from the environment must not intercept
-    monkeypatch.setattr("medseg.download.RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr("medseg.sources.download.RETRY_BACKOFF_S", 0.01)
     root = tmp_path / "served"
     root.mkdir()
     httpd = _Server(("127.0.0.1", 0), _Handler)

@@ -1,18 +1,17 @@
-"""Library shared by the pipeline stages in ``stages/``; each module has one job.
+"""The library behind the stage scripts in ``stages/``: one subpackage per concern.
 
-Configuration and plumbing: ``config`` (load and validate ``params.yaml``),
-``paths`` (every artifact path), ``atomic`` (outputs appear only when
-complete), ``errors`` (``DataError`` naming the file), ``cli`` (stage entry
-point), ``tables`` (stage hand-off files), ``parallel`` (ordered worker pool).
+- ``io``: errors, atomic writes, image files, small tables, stage folders, worker pools, the stage CLI.
+- ``config``: ``params.yaml``, one schema with one set of defaults.
+- ``sources``: fetch: the synthetic dataset, verified downloads, safe archive extraction.
+- ``formats``: raw datasets as published (layouts, groups, mask codecs, AUL polygons) -> converted.
+- ``data``: the formats stages hand each other, the split and its rounds, the model-input contract.
+- ``augment``: seeded offline augmentation and its preview.
+- ``model``: networks, the factory, checkpoints, the loss, runtime, inference.
+- ``train``: training sets, the loop, several processes, the train stage's work.
+- ``evaluate``: metrics, scoring, the evaluate and compare stages' work, predict.
+- ``figures``: overlays, captions and grids.
+- ``tracking``: MLflow: where runs go, one run per result, what a run holds.
 
-Data: ``synthetic`` (the embedded default dataset), ``download`` and
-``archive`` (verified downloads, safe extraction), ``fetching`` (the fetch
-sources), ``imageio`` (strict image reading), ``masks`` (annotation codecs),
-``discover`` (pairing and groups), ``conversion``, ``augmentation``,
-``splitting``.
-
-Model: ``dataset`` (in-memory training sets), ``model`` (U-Net blocks and
-MONAI networks), ``losses``, ``training`` (the loop), ``checkpoint``,
-``metrics``, ``evaluation``, ``visualize`` (overlays and grids), ``tracking``
-(MLflow).
+docs/ARCHITECTURE.md maps every concept to its module and every on-disk
+format to the module that owns it.
 """

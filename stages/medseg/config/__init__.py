@@ -1,0 +1,36 @@
+"""``params.yaml``: one schema with one set of defaults, and its loader.
+
+One module per section, each the single home of that section's knobs,
+their types, ranges and defaults: ``sources`` and ``convert`` (a dataset
+profile), ``augment``, ``split``, ``train`` (with ``ModelConfig``),
+``evaluate``, ``tracking`` (``mlflow``); ``params`` holds the whole file and
+``load_params``. Everything public is re-exported here:
+``from medseg.config import TrainConfig, load_params``.
+"""
+from .augment import AugmentConfig
+from .base import ConfigError, Strict
+from .convert import (
+                      AulAnnotation,
+                      BinaryAnnotation,
+                      ConvertConfig,
+                      DatasetConfig,
+                      FolderLayout,
+                      GreyAnnotation,
+                      ImageClassRule,
+                      PaletteAnnotation,
+                      RgbAnnotation,
+)
+from .evaluate import EvaluateConfig
+from .params import GLOBAL_SECTIONS, PARAMS_FILE, Params, load_params
+from .sources import AUL_FOLDERS, ArchiveLimits, LocalSource, RemoteFile, SyntheticSource, UrlSource, ZenodoSource
+from .split import SplitConfig
+from .tracking import MlflowConfig
+from .train import MODEL_NAMES, NORMS, ModelConfig, TrainConfig
+
+__all__ = [
+    "AUL_FOLDERS", "GLOBAL_SECTIONS", "MODEL_NAMES", "NORMS", "PARAMS_FILE",
+    "ArchiveLimits", "AugmentConfig", "AulAnnotation", "BinaryAnnotation", "ConfigError", "ConvertConfig",
+    "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation", "ImageClassRule", "LocalSource",
+    "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile", "RgbAnnotation", "SplitConfig",
+    "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource", "load_params",
+]

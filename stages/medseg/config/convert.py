@@ -1,0 +1,198 @@
+"""Schema of ``datasets.<name>.convert``: how the convert stage reads a dataset.
+
+The annotation format (``format`` picks one codec), the class names (label
+value = position, ``background`` first), channels, the image/mask pairing of
+a folder layout, the patient-group regex, how the image-level class is
+derived, and what to do with bad files. ``DatasetConfig`` joins this with the
+dataset's ``source``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Strict
+from .sources import Source
+
+# Image files the pipeline reads by default (Pillow decodes them all).
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class AulAnnotation(Strict):
+    """AUL polygons: ``<Class>/segmentation/{outline,liver,mass}/N.json``."""
+
+    format: Literal["aul_polygons"]
+    liver_class: str = "liver"
+    mass_classes: dict[str, str] = {"Benign": "benign", "Malignant": "malignant"}
+    image_classes: dict[str, str] = {"Benign": "benign", "Malignant": "malignant", "Normal": "normal"}
+    # Quirks of one published dataset, by image number (AUL's are listed in params.yaml).
+    outline_is_liver: list[str] = Field([], description="images whose 'outline' polygon is the liver")
+    missing_liver: list[str] = Field([], description="images known to have no liver polygon")
+
+    def pixel_classes(self) -> set[str]:
+        return {self.liver_class, *self.mass_classes.values()}
+
+
+class _Snapping(Strict):
+    tolerance: int = Field(0, ge=0, le=255, description="max per-channel distance for snapping a lossy colour")
+
+
+class RgbAnnotation(_Snapping):
+    """Colour masks; colours are given in RGB order (OpenCV's BGR is handled in code)."""
+
+    format: Literal["rgb"]
+    colors: dict[str, tuple[int, int, int]]
+
+    def pixel_classes(self) -> set[str]:
+        return set(self.colors)
+
+    @field_validator("colors")
+    @classmethod
+    def _range(cls, v: dict[str, tuple[int, int, int]]) -> dict[str, tuple[int, int, int]]:
+        for name, rgb in v.items():
+            if any(not 0 <= c <= 255 for c in rgb):
+                raise ValueError(f"colour of {name!r} must be 0..255 per channel, got {list(rgb)}")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two classes share one colour")
+        return v
+
+
+class GreyAnnotation(_Snapping):
+    format: Literal["grey"]
+    values: dict[str, int]
+
+    def pixel_classes(self) -> set[str]:
+        return set(self.values)
+
+    @field_validator("values")
+    @classmethod
+    def _range(cls, v: dict[str, int]) -> dict[str, int]:
+        if any(not 0 <= g <= 255 for g in v.values()):
+            raise ValueError("grey values must be 0..255")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two classes share one grey value")
+        return v
+
+
+class BinaryAnnotation(Strict):
+    """Masks with two levels, possibly blurred by JPEG: ``>= threshold`` is foreground."""
+
+    format: Literal["binary"]
+    foreground: str
+    threshold: int = Field(128, ge=1, le=255)
+
+    def pixel_classes(self) -> set[str]:
+        return {self.foreground}
+
+
+class PaletteAnnotation(Strict):
+    """Indexed PNG masks: palette index -> class."""
+
+    format: Literal["palette"]
+    indices: dict[str, int]
+
+    def pixel_classes(self) -> set[str]:
+        return set(self.indices)
+
+
+Annotation = Annotated[
+    AulAnnotation | RgbAnnotation | GreyAnnotation | BinaryAnnotation | PaletteAnnotation,
+    Field(discriminator="format"),
+]
+
+
+class FolderLayout(Strict):
+    """Where images and masks are, and how a mask is paired to its image."""
+
+    images: str = "images"
+    masks: str = "masks"
+    mask_name: str = Field("{stem}", description="mask file stem, e.g. '{stem}_mask'")
+    image_exts: list[str] = list(IMAGE_EXTS)
+    mask_exts: list[str] = [*IMAGE_EXTS, ".gif"]
+
+    @field_validator("mask_name")
+    @classmethod
+    def _has_stem(cls, v: str) -> str:
+        if "{stem}" not in v:
+            raise ValueError("must contain '{stem}'")
+        return v
+
+
+class ImageClassRule(Strict):
+    """How the image-level class (used to stratify splits) is derived.
+
+    ``annotation``: from the annotation itself (AUL folder); ``mask``: the
+    foreground class with most pixels, ``empty`` when there is none;
+    ``fixed``: ``value`` for every image.
+    """
+
+    source: Literal["annotation", "mask", "fixed"] = "mask"
+    empty: str = "normal"
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _fixed_has_value(self) -> ImageClassRule:
+        if self.source == "fixed" and not self.value:
+            raise ValueError("source 'fixed' needs 'value'")
+        return self
+
+
+class ConvertConfig(Strict):
+    """How the convert stage reads one dataset: annotation format, classes, pairing, groups."""
+
+    annotation: Annotation
+    classes: list[str] = Field(min_length=2, description="label value = index; index 0 is background")
+    channels: Literal[1, 3] = 1
+    layout: FolderLayout | None = None
+    group_regex: str | None = Field(None, description="regex on the image stem; group 1 is the patient id")
+    image_class: ImageClassRule = ImageClassRule()
+    on_error: Literal["error", "skip"] = "error"
+    max_pixels: int = Field(40_000_000, gt=0)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        if v[0] != "background":
+            raise ValueError(f"classes[0] must be 'background', got {v[0]!r}")
+        if len(set(v)) != len(v):
+            raise ValueError("class names must be unique")
+        if len(v) > 255:
+            raise ValueError("at most 255 classes fit a uint8 label map")
+        return v
+
+    @field_validator("group_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            compiled = re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {v!r}: {exc}") from exc
+        if compiled.groups < 1:
+            raise ValueError(f"regex {v!r} needs a capture group for the patient id")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConvertConfig:
+        unknown = sorted(self.annotation.pixel_classes() - set(self.classes))
+        if unknown:
+            raise ValueError(f"annotation: unknown class {unknown[0]!r}; classes are {self.classes}")
+        if isinstance(self.annotation, AulAnnotation):
+            if self.layout is not None:
+                raise ValueError("layout: not used with format 'aul_polygons' (the AUL layout is fixed)")
+        elif self.layout is None:
+            raise ValueError(f"layout: required for annotation format {self.annotation.format!r}")
+        if self.image_class.source == "annotation" and not isinstance(self.annotation, AulAnnotation):
+            raise ValueError("image_class.source: 'annotation' only works with format 'aul_polygons'")
+        return self
+
+
+class DatasetConfig(Strict):
+    """A dataset profile: where the raw data comes from (fetch) and how to read it (convert)."""
+
+    source: Source
+    convert: ConvertConfig
+

@@ -1,0 +1,128 @@
+"""Group-aware, class-stratified train/valid/test split.
+
+Input: the converted manifest (one row per original image: id, group,
+image_class) and the augmented manifest (id, source_id). Output, written to
+``data/split/<name>.csv`` by the split stage and read back with
+``read_split``: one table with a row per original and per augmented sample,
+
+``id, source_id, group, image_class, kind (original|augmented), split, fold``
+
+Rules: every image of a group lands in one split; groups are drawn per
+image-level class so each split keeps the class mix where counts allow;
+augmented copies go to ``train`` when their source is in train and are
+``unused`` otherwise, so valid and test hold originals only. With ``folds``
+= k > 0, every group also gets a stratified group k-fold index (augmented
+rows carry their source's fold) for cross-validation: in round ``r`` fold
+``r`` is the test set, fold ``r+1 (mod k)`` the validation set and the rest
+train, so every image is tested exactly once by a model that never saw it
+or used it for model selection (see ``medseg.data.rounds``).
+Everything is a function of the inputs and the seed.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from medseg.config import SplitConfig
+from medseg.io.tables import read_csv, write_csv
+
+SPLITS = ("train", "valid", "test")
+COLUMNS = ("id", "source_id", "group", "image_class", "kind", "split", "fold")
+
+
+def _group_table(originals: pd.DataFrame) -> pd.DataFrame:
+    """One row per group, labelled with its most frequent image class (ties: name order)."""
+    counts = originals.groupby(["group", "image_class"]).size().reset_index(name="n")
+    counts = counts.sort_values(["group", "n", "image_class"], ascending=[True, False, True])
+    return counts.drop_duplicates("group")[["group", "image_class"]].reset_index(drop=True)
+
+
+def _quotas(sizes: pd.Series, fraction: float, total: int) -> dict[str, int]:
+    """Split ``round(fraction * total)`` over strata by largest remainder.
+
+    At least one group is drawn when the fraction is positive and there are
+    three or more groups, so small datasets still get a test set.
+    """
+    want = int(round(fraction * total))
+    if fraction > 0 and total >= 3:
+        want = max(want, 1)
+    exact = sizes * (want / max(int(sizes.sum()), 1))
+    base = np.floor(exact).astype(int)
+    remainder = (exact - base).sort_values(ascending=False, kind="stable")
+    for name in remainder.index[: want - int(base.sum())]:
+        base[name] += 1
+    return {k: int(min(v, sizes[k])) for k, v in base.items()}
+
+
+def _stable_order(groups: pd.Series, seed: int) -> pd.Series:
+    """Shuffle key per group that depends only on (seed, group name)."""
+    return groups.map(lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+
+
+def assign_groups(originals: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Return a table group -> image_class, split, fold."""
+    groups = _group_table(originals)
+    groups["key"] = _stable_order(groups["group"], cfg.seed)
+    groups = groups.sort_values(["image_class", "key"]).reset_index(drop=True)
+    groups["split"] = "train"
+    total = len(groups)
+    for name, fraction in (("test", cfg.test), ("valid", cfg.valid)):
+        free = groups[groups["split"] == "train"]
+        quota = _quotas(free.groupby("image_class").size(), fraction, total)
+        for cls, n in quota.items():
+            picked = free.index[free["image_class"] == cls][:n]
+            groups.loc[picked, "split"] = name
+    groups["fold"] = _folds(groups, cfg) if cfg.folds else -1
+    return groups.drop(columns="key")
+
+
+def _folds(groups: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
+    fold = np.full(len(groups), -1)
+    pool = groups.index
+    if len(pool) < cfg.folds:
+        raise ValueError(f"split.folds={cfg.folds} but only {len(pool)} groups")
+    # Groups are already unique here, so StratifiedGroupKFold reduces to a
+    # stratified k-fold; it keeps working if several rows share a group.
+    kfold = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
+    labels = groups.loc[pool, "image_class"].to_numpy()
+    names = groups.loc[pool, "group"].to_numpy()
+    for k, (_, held) in enumerate(kfold.split(np.zeros(len(pool)), labels, names)):
+        fold[pool[held]] = k
+    return fold
+
+
+def split_table(originals: pd.DataFrame, augmented: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """The full split table for originals and augmented copies."""
+    groups = assign_groups(originals, cfg).set_index("group")
+    orig = originals[["id", "group", "image_class"]].assign(source_id=originals["id"], kind="original")
+    orig["split"] = orig["group"].map(groups["split"])
+    orig["fold"] = orig["group"].map(groups["fold"])
+    by_source = orig.set_index("id")
+    unknown = set(augmented["source_id"]) - set(by_source.index)
+    if unknown:
+        raise ValueError(f"augmented samples refer to unknown source ids, e.g. {sorted(unknown)[:3]}")
+    aug = pd.DataFrame({
+        "id": augmented["id"],
+        "group": augmented["source_id"].map(by_source["group"]),
+        "image_class": augmented["source_id"].map(by_source["image_class"]),
+        "source_id": augmented["source_id"],
+        "kind": "augmented",
+        "split": augmented["source_id"].map(by_source["split"]).where(lambda s: s == "train", "unused"),
+        "fold": augmented["source_id"].map(by_source["fold"]),
+    })
+    table = pd.concat([orig, aug], ignore_index=True)
+    table = table[list(COLUMNS)]
+    return table.sort_values(["kind", "id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def write_split(path: Path, table: pd.DataFrame) -> None:
+    write_csv(path, table)
+
+
+def read_split(path: Path) -> pd.DataFrame:
+    """The split table as text cells (``fold`` included: compare it with ``Round.fold`` as ``int``)."""
+    return read_csv(path)

@@ -1,0 +1,76 @@
+"""Apply a trained checkpoint to a folder of new images of any size (the ``predict`` command).
+
+``predict_folder(model, source, output, device, max_pixels)`` writes, for
+every image in ``source``: ``labels/<stem>.png`` (uint8 class indices at the
+image's own resolution), ``overlays/<stem>.png`` (the prediction drawn on the
+image) and ``findings.csv`` (foreground area per class in pixels and as a
+fraction of the image, and the predicted image-level class). The output
+folder appears only when every image was processed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medseg.config.convert import IMAGE_EXTS
+from medseg.figures.overlay import overlay
+from medseg.formats.samples import safe_id
+from medseg.io.atomic import atomic_dir
+from medseg.io.errors import DataError
+from medseg.io.images import display_path, read_image, write_png
+from medseg.model.checkpoint import load_checkpoint
+from medseg.model.inference import predict_native
+from medseg.model.runtime import pick_device
+
+from .scoring import predicted_image_class
+
+FINDINGS = "findings.csv"
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The images in ``folder``, sorted; ``DataError`` when there are none or two map to one output name."""
+    if not folder.is_dir():
+        raise DataError(folder, "input folder not found")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    if not images:
+        raise DataError(folder, f"no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
+    names: dict[str, Path] = {}
+    for path in images:
+        name = safe_id(path.stem)
+        if name in names:
+            raise DataError(path, f"output name {name!r} clashes with {display_path(names[name].name)}")
+        names[name] = path
+    return images
+
+
+def findings(name: str, source: Path, label: np.ndarray, classes: list[str], vocabulary: list[str]) -> dict:
+    """One row of ``findings.csv``."""
+    total = label.size
+    pixels = {c: int((label == i).sum()) for i, c in enumerate(classes) if i > 0}
+    return {"file": display_path(source.name), "output": name, "height": label.shape[0], "width": label.shape[1],
+            **{f"px_{c}": n for c, n in pixels.items()},
+            **{f"frac_{c}": round(n / total, 6) for c, n in pixels.items()},
+            "predicted_class": predicted_image_class(pixels, vocabulary)}
+
+
+def predict_folder(model_path: Path, source: Path, output: Path, device_name: str, max_pixels: int) -> pd.DataFrame:
+    """Segment every image in ``source`` into ``output``; return the findings table."""
+    device = pick_device(device_name)
+    ckpt = load_checkpoint(model_path, device)
+    vocabulary = list(ckpt.info.get("image_classes", []))
+    rows = []
+    with atomic_dir(output) as out:
+        (out / "labels").mkdir()
+        (out / "overlays").mkdir()
+        for path in list_images(source):
+            image = read_image(path, ckpt.channels, max_pixels)
+            label = predict_native(ckpt.model, image, ckpt.size, device)
+            name = safe_id(path.stem)
+            write_png(out / "labels" / f"{name}.png", label)
+            write_png(out / "overlays" / f"{name}.png", overlay(image, label))
+            rows.append(findings(name, path, label, ckpt.classes, vocabulary))
+        table = pd.DataFrame(rows)
+        table.to_csv(out / FINDINGS, index=False)
+    return table

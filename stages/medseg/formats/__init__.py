@@ -1,0 +1,8 @@
+"""Raw datasets as their publishers ship them, read into the pipeline's converted format.
+
+- ``discover``: find the samples of a layout (AUL or an images/masks folder pair), their groups and ids.
+- ``samples``: ``Sample`` and ``Discovery``, what discovery returns; ``safe_id``.
+- ``aul``: the AUL layout, its polygon JSON and its quirks.
+- ``masks``: mask codecs (``rgb``, ``grey``, ``binary``, ``palette``) with snapping of lossy values.
+- ``convert``: the convert stage's work, written through ``medseg.data.converted``.
+"""

@@ -1,0 +1,138 @@
+"""The convert stage's work: raw samples -> canonical images + label maps.
+
+``convert_dataset(raw, out, cfg)`` discovers the samples
+(``medseg.formats.discover``), decodes each annotation (``masks`` or
+``aul``) and writes a converted dataset (``medseg.data.converted``) into
+``out``, an empty folder the caller later moves into place. Its
+``report.json`` holds the classes and channels, counts per image class and
+class, skipped files and why, snapped pixels, and the dataset quirks applied.
+
+Samples are converted in a process pool; the output does not depend on the
+number of workers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medseg.config import AulAnnotation, ConvertConfig
+from medseg.data import converted
+from medseg.io.errors import DataError
+from medseg.io.images import display_path, read_image, read_mask
+from medseg.io.parallel import ordered_map
+
+from .aul import aul_label
+from .discover import discover
+from .masks import decode_mask
+from .samples import Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Converted:
+    row: dict
+    snapped: int
+    quirk: str | None = None
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+# --------------------------------------------------------------------------- one sample
+def _image_class(label: np.ndarray, sample: Sample, cfg: ConvertConfig, counts: np.ndarray) -> str:
+    rule = cfg.image_class
+    if rule.source == "fixed":
+        return rule.value
+    if rule.source == "annotation":
+        return cfg.annotation.image_classes[sample.folder]
+    fg = counts[1:]
+    return cfg.classes[1 + int(fg.argmax())] if fg.any() else rule.empty
+
+
+def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> Converted:
+    """Read, decode and write one sample; raise ``DataError`` on any problem."""
+    image = read_image(sample.image, cfg.channels, cfg.max_pixels)
+    shape = image.shape[:2]
+    quirk, snapped = None, 0
+    if isinstance(cfg.annotation, AulAnnotation):
+        label, quirk = aul_label(sample, shape, cfg.annotation, cfg.classes)
+    else:
+        stored = read_mask(sample.mask, cfg.max_pixels)
+        if stored.shape != shape:
+            raise DataError(display_path(sample.mask), f"mask is {stored.shape[1]}x{stored.shape[0]} but image "
+                                                       f"{display_path(sample.image.name)} is {shape[1]}x{shape[0]}")
+        decoded = decode_mask(stored, cfg.annotation, cfg.classes, sample.mask)
+        label, snapped = decoded.label, decoded.snapped
+    counts = np.bincount(label.ravel(), minlength=len(cfg.classes))
+    converted.write_sample(out, sample.id, image, label)
+    row = converted.manifest_row(
+        sample.id, sample.group, _image_class(label, sample, cfg, counts), shape,
+        source_image=display_path(sample.image.relative_to(raw)),
+        source_mask=display_path(sample.mask.relative_to(raw)) if sample.mask else "",
+        pixels=counts, classes=cfg.classes)
+    return Converted(row, snapped, quirk)
+
+
+def _convert_or_error(args: tuple[Sample, ConvertConfig, Path, Path]) -> Converted | DataError:
+    try:
+        return convert_sample(*args)
+    except DataError as exc:
+        return exc
+
+
+# --------------------------------------------------------------------------- dataset
+def convert_dataset(raw: Path, out: Path, cfg: ConvertConfig, workers: int | None = None) -> dict:
+    """Convert every sample under ``raw`` into ``out``; return the report."""
+    found = discover(raw, cfg)
+    problems = list(found.problems)
+    converted.create(out)
+    jobs = [(s, cfg, out, raw) for s in found.samples]
+    results = list(ordered_map(_convert_or_error, jobs, workers or default_workers()))
+    done = [r for r in results if isinstance(r, Converted)]
+    problems += [r for r in results if isinstance(r, DataError)]
+    _handle_problems(problems, cfg, raw, out)
+    if not done:
+        raise DataError(display_path(raw), "no usable image/mask pairs found (empty dataset)")
+    manifest = converted.write_manifest(out, [c.row for c in done])
+    report = _report(done, problems, found.notes, cfg, manifest)
+    converted.write_report(out, report)
+    return report
+
+
+def _handle_problems(problems: list[DataError], cfg: ConvertConfig, raw: Path, out: Path) -> None:
+    if not problems:
+        return
+    for p in problems:
+        log.warning("%s", p)
+    if cfg.on_error == "error":
+        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
+        raise DataError(problems[0].path, problems[0].problem + more)
+    # A failing sample raised before writing anything, so skipping leaves no trace.
+    log.warning("skipping %d file(s) as params say on_error: skip", len(problems))
+
+
+def _report(done: list[Converted], problems: list[DataError], notes: list[str], cfg: ConvertConfig,
+            manifest: pd.DataFrame) -> dict:
+    snapped = {c.row["source_mask"]: c.snapped for c in done if c.snapped}
+    return {
+        "format": cfg.annotation.format,
+        "classes": cfg.classes,
+        "channels": cfg.channels,
+        "count": len(done),
+        "groups": int(manifest["group"].nunique()),
+        "image_classes": dict(sorted(Counter(manifest["image_class"]).items())),
+        "class_pixels": {name: int(manifest[f"px_{name}"].sum()) for name in cfg.classes},
+        "snapped_pixels": int(sum(snapped.values())),
+        "snapped_files": snapped,
+        "skipped": [{"file": str(p.path), "problem": p.problem} for p in problems],
+        "quirks": sorted(c.quirk for c in done if c.quirk),
+        "notes": notes,
+    }

@@ -1,0 +1,151 @@
+"""Mask codecs: turn each annotation format into a uint8 label map.
+
+A label map holds class indices (0 = background) in the order of the
+dataset's ``classes``. Decoders return a ``Decoded`` with the label map and
+the number of pixels whose stored value was snapped to a listed colour (lossy
+masks such as JPEG). A value beyond the tolerance raises ``DataError`` that
+names the file, the value and how many pixels have it.
+
+Formats: ``rgb`` colour maps, ``grey`` level maps, ``binary`` with a
+threshold, ``palette`` (indexed PNG). AUL's polygon annotations are read by
+``medseg.formats.aul``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from medseg.config import BinaryAnnotation, GreyAnnotation, PaletteAnnotation, RgbAnnotation
+from medseg.io.errors import DataError
+from medseg.io.images import RawMask, display_path
+
+
+@dataclass(frozen=True)
+class Decoded:
+    label: np.ndarray  # (H, W) uint8 class indices
+    snapped: int  # pixels whose value was moved to the nearest listed value
+
+
+def _snap(values: np.ndarray, counts: np.ndarray, table: np.ndarray, tolerance: int, path: Path,
+          describe) -> np.ndarray:
+    """Index of the nearest row of ``table`` for each distinct stored value (rows of ``values``).
+
+    Distance is the largest per-channel difference; ``counts`` (pixels per
+    value) only serve the error message for values beyond ``tolerance``.
+    """
+    dist = np.abs(values[:, None, :].astype(np.int16) - table[None, :, :].astype(np.int16)).max(axis=2)
+    nearest = dist.argmin(axis=1)
+    best = dist[np.arange(len(values)), nearest]
+    bad = best > tolerance
+    if bad.any():
+        order = np.argsort(-counts[bad])
+        worst = [f"{describe(v)} ({int(c)} px)"
+                 for v, c in zip(values[bad][order][:5], counts[bad][order][:5], strict=True)]
+        raise DataError(
+            display_path(path),
+            f"{int(bad.sum())} mask value(s) not in the class map (tolerance {tolerance}), "
+            f"covering {int(counts[bad].sum())} pixels: {', '.join(worst)}",
+        )
+    return nearest
+
+
+_UNSET = 255  # never a class index: at most 255 classes means indices 0..254
+
+
+def _pack(values: np.ndarray) -> np.ndarray:
+    """Rows of 1-3 uint8 channels -> one uint32 per row."""
+    packed = values[:, 0].astype(np.uint32)
+    for ch in range(1, values.shape[1]):
+        packed = (packed << 8) | values[:, ch]
+    return packed
+
+
+def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, tolerance: int, path: Path,
+                describe) -> Decoded:
+    """Decode a mask through the nearest entry of ``table`` (rows of channel values)."""
+    flat = stored.reshape(-1, stored.shape[-1]) if stored.ndim == 3 else stored.reshape(-1, 1)
+    packed = _pack(flat)
+    label = np.full(packed.shape, _UNSET, np.uint8)
+    # Exact colours first: a few equality passes are far cheaper than sorting
+    # every pixel, and lossless masks never need more.
+    for code, class_id in zip(_pack(table), class_ids, strict=True):
+        label[packed == code] = class_id
+    pending = np.flatnonzero(label == _UNSET)
+    if pending.size:
+        uniq, inverse, counts = np.unique(packed[pending], return_inverse=True, return_counts=True)
+        channels = flat.shape[1]
+        values = np.stack([(uniq >> (8 * (channels - 1 - ch))) & 0xFF for ch in range(channels)], axis=1)
+        nearest = _snap(values, counts, table, tolerance, path, describe)
+        label[pending] = class_ids[nearest][inverse]
+    return Decoded(label.reshape(stored.shape[:2]), int(pending.size))
+
+
+def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+    """Colour map; colours in ``ann.colors`` are RGB (``RawMask`` is RGB too)."""
+    if mask.mode == "P":
+        pixels = mask.palette[mask.pixels]  # an indexed file still stores colours
+    elif mask.mode == "L":
+        pixels = np.repeat(mask.pixels[..., None], 3, axis=2)
+    else:
+        pixels = mask.pixels
+    names = list(ann.colors)
+    table = np.array([ann.colors[n] for n in names], np.uint8)
+    ids = np.array([classes.index(n) for n in names])
+    return _lut_decode(pixels, table, ids, ann.tolerance, path, lambda v: f"RGB{tuple(int(x) for x in v)}")
+
+
+def _as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
+    if mask.mode == "L":
+        return mask.pixels
+    if mask.mode == "P":
+        raise DataError(display_path(path), "indexed (palette) mask; use annotation format 'palette'")
+    if allow_colour:
+        return cv2.cvtColor(mask.pixels, cv2.COLOR_RGB2GRAY)
+    px = mask.pixels
+    if not ((px[..., 0] == px[..., 1]) & (px[..., 1] == px[..., 2])).all():
+        raise DataError(display_path(path), "colour mask where grey levels were expected")
+    return mask.pixels[..., 0]
+
+
+def decode_grey(mask: RawMask, ann: GreyAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+    grey = _as_grey(mask, path, allow_colour=False)
+    names = list(ann.values)
+    table = np.array([[ann.values[n]] for n in names], np.uint8)
+    ids = np.array([classes.index(n) for n in names])
+    return _lut_decode(grey, table, ids, ann.tolerance, path, lambda v: f"grey {int(v[0])}")
+
+
+def decode_binary(mask: RawMask, ann: BinaryAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+    """Threshold a two-level mask; JPEG ringing makes many near-0/255 levels."""
+    grey = _as_grey(mask, path, allow_colour=True)
+    fg = grey >= ann.threshold
+    snapped = int(np.count_nonzero((grey != 0) & (grey != 255)))
+    return Decoded((fg * classes.index(ann.foreground)).astype(np.uint8), snapped)
+
+
+def decode_palette(mask: RawMask, ann: PaletteAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+    if mask.mode != "P":
+        raise DataError(display_path(path), f"expected an indexed (palette) PNG, got pixel mode {mask.mode!r}")
+    lut = np.full(256, 255, np.uint8)
+    for name, index in ann.indices.items():
+        lut[index] = classes.index(name)
+    label = lut[mask.pixels]
+    unknown = label == 255
+    if unknown.any():
+        idx, cnt = np.unique(mask.pixels[unknown], return_counts=True)
+        worst = ", ".join(f"index {int(i)} = RGB{tuple(int(x) for x in mask.palette[i])} ({int(c)} px)"
+                          for i, c in list(zip(idx, cnt, strict=True))[:5])
+        raise DataError(display_path(path), f"palette indices not in the class map: {worst}")
+    return Decoded(label, 0)
+
+
+DECODERS = {"rgb": decode_rgb, "grey": decode_grey, "binary": decode_binary, "palette": decode_palette}
+
+
+def decode_mask(mask: RawMask, ann, classes: Sequence[str], path: Path) -> Decoded:
+    """Dispatch on ``ann.format``."""
+    return DECODERS[ann.format](mask, ann, classes, path)

@@ -1,0 +1,127 @@
+"""Read images and masks strictly; write canonical PNGs.
+
+Decoding goes through Pillow because it refuses truncated files, whereas
+OpenCV silently returns a grey-filled image for a truncated JPEG. Every
+problem raises ``DataError`` naming the file:
+
+- ``read_image(path, channels, max_pixels)`` -> uint8 (H, W) or (H, W, 3) RGB
+- ``read_mask(path, max_pixels)`` -> ``RawMask`` (array + Pillow mode + palette)
+- ``write_png(path, array)`` writes grey or RGB uint8 arrays.
+- ``read_png(path)`` reads back a PNG the pipeline wrote (fast, via OpenCV).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .errors import DataError
+
+# Pillow's own bomb guard is replaced by the configurable ``max_pixels``.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def display_path(path: Path) -> str:
+    """A printable form of a path whose name may hold non-UTF-8 bytes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    try:
+        im = Image.open(path)
+    except FileNotFoundError:
+        raise DataError(display_path(path), "file not found") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(display_path(path), f"not a readable image ({exc})") from None
+    width, height = im.size
+    if width * height > max_pixels:
+        im.close()
+        raise DataError(display_path(path),
+                        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow warns on some corrupt data instead of raising
+            im.load()
+    except (OSError, SyntaxError, ValueError, Warning) as exc:
+        raise DataError(display_path(path), f"truncated or corrupt image data ({exc})") from None
+    return im
+
+
+_EIGHT_BIT = {"L", "RGB", "RGBA", "LA", "P", "1", "CMYK", "YCbCr"}
+
+
+def read_image(path: Path, channels: int, max_pixels: int) -> np.ndarray:
+    """Decode an 8-bit image as grey (H, W) or RGB (H, W, 3) uint8."""
+    im = _open(Path(path), max_pixels)
+    if im.mode not in _EIGHT_BIT:
+        raise DataError(display_path(path), f"pixel mode {im.mode!r} is not 8-bit; convert the image to 8-bit first")
+    if channels == 1:
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+@dataclass(frozen=True)
+class RawMask:
+    """A mask as stored: ``pixels`` is (H, W) for L/P masks, (H, W, 3) for RGB."""
+
+    pixels: np.ndarray
+    mode: str
+    palette: np.ndarray | None = None  # (256, 3) RGB for palette masks
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape[:2]
+
+
+def read_mask(path: Path, max_pixels: int) -> RawMask:
+    """Decode a mask without changing its values: indices stay indices."""
+    im = _open(Path(path), max_pixels)
+    if im.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        raise DataError(display_path(path), f"{im.mode} mask (more than 8 bits per pixel); masks must be 8-bit")
+    if im.mode == "P":
+        pal = np.zeros((256, 3), np.uint8)
+        raw = np.frombuffer(bytes(im.getpalette() or []), np.uint8)[: 256 * 3].reshape(-1, 3)
+        pal[: len(raw)] = raw
+        return RawMask(np.asarray(im), "P", pal)
+    if im.mode in {"L", "1"}:
+        return RawMask(np.asarray(im.convert("L")), "L")
+    if im.mode in {"RGB", "RGBA", "CMYK", "YCbCr"}:
+        return RawMask(np.asarray(im.convert("RGB")), "RGB")
+    if im.mode == "LA":
+        return RawMask(np.asarray(im.convert("L")), "L")
+    raise DataError(display_path(path), f"unsupported mask pixel mode {im.mode!r}")
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 grey (H, W) or RGB (H, W, 3) array."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"PNG encoding expects uint8, got {array.dtype}")
+    data = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
+    ok, buf = cv2.imencode(".png", data, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an array of shape {array.shape}")
+    return buf.tobytes()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 grey (H, W) or RGB (H, W, 3) array as PNG (into a folder written atomically)."""
+    Path(path).write_bytes(encode_png(array))
+
+
+def read_png(path: Path) -> np.ndarray:
+    """Read an 8-bit PNG this pipeline wrote (grey or RGB); fast path via OpenCV."""
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise DataError(display_path(path), f"cannot read: {exc.strerror}") from None
+    data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise DataError(display_path(path), "cannot decode PNG")
+    if data.dtype != np.uint8:
+        raise DataError(display_path(path), f"expected 8-bit pixels, got {data.dtype}")
+    return cv2.cvtColor(data, cv2.COLOR_BGR2RGB) if data.ndim == 3 else data

@@ -1,0 +1,147 @@
+"""What the MLflow run of one dataset's result holds, defined once for train, evaluate and track.
+
+A run is keyed by the commit, the dataset, a hash of every array its models
+saw (``data_hash``) and a hash of the params sections that shaped them
+(``params_hash``; see ``medseg.tracking.sync``). It holds:
+
+- params (``run_params``): the dataset's name and profile (``datasets.<name>``),
+  ``augment``, ``split`` and ``train``, and the first round's ``n_train`` and
+  ``n_valid``. ``evaluate`` is left out: a change there re-runs evaluate
+  only, which adds its test metrics to the same run;
+- per-epoch metrics at step = epoch, the columns of ``train_history.csv``,
+  prefixed per cross-validation round (``fold<r>.``);
+- the numbers of ``train.json``, and of ``eval.json`` prefixed ``test.``;
+- artifacts: every checkpoint under ``model/``, the progress pictures under
+  ``progress/``, and ``eval.json``, ``per_image.csv``, ``overlays.png``
+  under ``evaluation/``.
+
+Train logs the first three as they happen (``start_training_run``,
+``log_epoch``, ``log_training_summary``), evaluate adds the test part
+(``log_evaluation``), and track recreates all of it from the files on disk
+when no run holds the result (``log_from_files``) with these same functions,
+so a recreated run has the same columns as a live one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from medseg.config import Params
+from medseg.data import results
+from medseg.data.rounds import Round
+from medseg.io import paths
+
+from .run import Tracker
+from .store import find_repo_root
+from .sync import run_key, sync_run
+from .values import numeric_metrics
+
+if TYPE_CHECKING:
+    import torch
+
+CHECKPOINTS, PROGRESS, EVALUATION = "model", "progress", "evaluation"  # artifact folders of a run
+
+
+# --------------------------------------------------------------------------- the key
+def data_hash(arrays: Iterable[np.ndarray]) -> str:
+    """Hash of the arrays a dataset's models saw (train and valid images and labels of every round)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def params_hash(dataset: str, params: Params) -> str:
+    """Hash of every params section that shaped ``dataset``'s models (``evaluate`` does not)."""
+    return hashlib.sha256(json.dumps(_shaping_sections(dataset, params), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _shaping_sections(dataset: str, params: Params) -> dict[str, Any]:
+    sections = {"dataset": params.dataset(dataset), "augment": params.augment, "split": params.split,
+                "train": params.train}
+    return {name: section.model_dump(mode="json") for name, section in sections.items()}
+
+
+# --------------------------------------------------------------------------- train
+def run_params(dataset: str, params: Params, n_train: int, n_valid: int) -> dict[str, Any]:
+    """The run's params: the sections that shaped the model, and the first round's set sizes."""
+    return {"dataset": dataset, "datasets": {dataset: params.dataset(dataset).model_dump(mode="json")},
+            "augment": params.augment.model_dump(mode="json"), "split": params.split.model_dump(mode="json"),
+            "train": params.train.model_dump(mode="json"), "n_train": n_train, "n_valid": n_valid}
+
+
+def start_training_run(params: Params, dataset: str, key: Mapping[str, str], device: torch.device,
+                       processes: int) -> Tracker:
+    return Tracker.start(params.mlflow, run_name=dataset, repo_root=find_repo_root(),
+                         tags={**key, "device": str(device), "processes": processes})
+
+
+def log_epoch(tracker: Tracker, round_: Round, epoch: int, metrics: Mapping[str, float]) -> None:
+    """One epoch's row of ``train_history.csv``, named for its round, at step = epoch."""
+    tracker.log_metrics({round_.prefix + name: value for name, value in metrics.items()}, step=epoch)
+
+
+def log_training_summary(tracker: Tracker, summary: Mapping[str, Any], progress: Path | None) -> None:
+    """``train.json``'s numbers and the progress pictures."""
+    tracker.log_metrics(numeric_metrics(summary))
+    if progress is not None and Path(progress).is_dir():
+        tracker.log_artifact(progress, PROGRESS)
+
+
+def log_checkpoint(tracker: Tracker, path: Path) -> None:
+    tracker.log_artifact(path, CHECKPOINTS)
+
+
+# --------------------------------------------------------------------------- evaluate
+def log_evaluation(tracker: Tracker, dataset: str, metrics: Mapping[str, Any]) -> None:
+    """``eval.json``'s numbers as ``test.*`` and the evaluation files."""
+    tracker.log_metrics(numeric_metrics(metrics, "test"))
+    for path in results.evaluation_artifacts(dataset):
+        tracker.log_artifact(path, EVALUATION)
+
+
+def add_evaluation(params: Params, dataset: str, metrics: Mapping[str, Any]) -> None:
+    """Add the test results to the run train opened for ``dataset``'s model (none: training was not tracked)."""
+    run_id = results.read_run_info(dataset).get("run_id")
+    if not run_id:
+        return
+    with Tracker.resume(params.mlflow, run_id, find_repo_root()) as tracker:
+        log_evaluation(tracker, dataset, metrics)
+
+
+# --------------------------------------------------------------------------- track
+def log_history(tracker: Tracker, history: Path) -> None:
+    """Replay ``train_history.csv`` as ``log_epoch`` logged it."""
+    for row in pd.read_csv(history).to_dict("records"):
+        epoch, fold = int(row.pop("epoch")), int(row.pop("fold"))
+        # The CSV has a column per class of any round; an empty cell is a class
+        # missing from that round's validation images, for which train logged nothing.
+        log_epoch(tracker, Round.from_fold(fold), epoch, {name: v for name, v in row.items() if pd.notna(v)})
+
+
+def log_from_files(tracker: Tracker, dataset: str, params: Params) -> None:
+    """Log the results on disk as train and evaluate log them."""
+    summary = results.read_training(dataset)
+    first = next(iter(results.round_summaries(summary).values()))
+    tracker.log_params(run_params(dataset, params, first["n_train"], first["n_valid"]))
+    log_history(tracker, results.history_path(dataset))
+    for checkpoint in results.checkpoints(dataset):
+        log_checkpoint(tracker, checkpoint)
+    log_training_summary(tracker, summary, paths.progress_dir(dataset))
+    log_evaluation(tracker, dataset, results.read_evaluation(dataset))
+
+
+def sync(dataset: str, params: Params) -> str | None:
+    """Make sure the store holds one run for ``dataset``'s result on disk under the current commit; its id."""
+    info = results.read_run_info(dataset)
+    root = find_repo_root()
+    key = run_key(root, dataset, info["data_hash"], info["params_hash"])
+    # The run the files came from, which may belong to another commit or store.
+    source = {"sync.source_run": info["run_id"]} if info.get("run_id") else {}
+    return sync_run(params.mlflow, root, dataset, key, source, lambda tracker: log_from_files(tracker, dataset, params))
