@@ -14,10 +14,12 @@ import re
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -26,12 +28,15 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(final)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
+    held = _hold_signals()
+    tmp = Path(_created(held, lambda: tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent)))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
+        _release_signals(held)  # one that came meanwhile is raised here, where the cleanup below sees it
         yield tmp
         _swap_into_place(tmp, final)
     except BaseException:
+        _release_signals(held)
         shutil.rmtree(tmp, ignore_errors=True)  # nothing left to remove once swapped
         raise
 
@@ -42,14 +47,14 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     # Ctrl-C or SIGTERM between the two renames would leave neither version
     # in place, so they wait until both are done.
     old = None
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    held = _hold_signals()
     try:
         if final.exists() or final.is_symlink():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
         os.replace(tmp, final)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        _release_signals(held)
     if old is not None:
         _remove(old)
 
@@ -60,18 +65,44 @@ def atomic_file(final: Path, mode: str = "w", **kwargs) -> Iterator:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(final)
-    fd, name = tempfile.mkstemp(prefix=_tmp_prefix(final), dir=final.parent)
-    os.fchmod(fd, 0o644)  # mkstemp makes it private; outputs are meant to be shared
-    os.close(fd)
+    held = _hold_signals()
+    fd, name = _created(held, lambda: tempfile.mkstemp(prefix=_tmp_prefix(final), dir=final.parent))
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; outputs are meant to be shared
+        os.close(fd)
+        _release_signals(held)  # one that came meanwhile is raised here, where the cleanup below sees it
         with open(name, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(name, final)
     except BaseException:
+        _release_signals(held)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
+        raise
+
+
+# A temporary sibling is created with Ctrl-C and SIGTERM held back, and they
+# are let through only inside the block that removes it on any exception:
+# otherwise a signal landing between its creation and that block would leave it.
+_STOP = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _hold_signals() -> set[signal.Signals]:
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
+
+
+def _release_signals(held: set[signal.Signals]) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _created(held: set[signal.Signals], make: Callable[[], T]) -> T:
+    """``make()``; the signals are let through again when it fails."""
+    try:
+        return make()
+    except BaseException:
+        _release_signals(held)
         raise
 
 
