@@ -28,6 +28,7 @@ SMALL_CONFIG=(
     "augment.size=[64, 64]"
     "augment.shard_size=10"
     "train.epochs=2"
+    "train.steps_per_epoch=12"
     "train.batch_size=4"
     "train.preview_images=1"
     "train.model.base_filters=4"

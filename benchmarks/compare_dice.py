@@ -1,7 +1,7 @@
 """Train several model configurations on one dataset's default split and compare best validation Dice.
 
 Uses the library exactly as `stages/train.py` does (``load_training_data`` +
-``fit`` with params.yaml `train`), with only `train.model` overridden per
+``fit`` with the dataset's planned `train`), with only `train.model` overridden per
 configuration, so the Dice figures are the pipeline's. Needs the dataset's
 `split` stage outputs (`dvc repro split@synthetic`).
 
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from medseg.config import ModelConfig, TrainConfig, load_params
+from medseg.config import ModelConfig, TrainConfig
 from medseg.data.converted import ConvertedDataset
+from medseg.data.plans import read_plan
 from medseg.data.shards import AugmentedDataset
 from medseg.io import paths
 from medseg.model.factory import build_model
@@ -57,9 +58,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="train each model once per seed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    params = load_params(REPO / "params.yaml")
     update = {k: v for k, v in {"device": args.device, "threads": args.threads, "epochs": args.epochs}.items() if v}
-    cfg = params.train.model_copy(update=update)
+    cfg = read_plan(args.dataset).train.model_copy(update=update)
     converted = ConvertedDataset(paths.converted_dir(args.dataset))
     train, valid = load_training_data(converted, AugmentedDataset(paths.augmented_dir(args.dataset)),
                                       paths.split_file(args.dataset))

@@ -67,8 +67,8 @@ def main() -> None:
     lines += [f"| {name} | {sec:.1f} |" for name, sec in stages.items()]
     for dataset, (metrics, train) in results.items():
         lines += ["", f"## {dataset}: test split ({metrics['n_test']} images)\n",
-                  f"Mean foreground Dice **{metrics['mean_fg_dice']:.3f}**; best validation Dice (pooled) "
-                  f"{train['best_val_pooled_dice']:.3f} at epoch {train['best_epoch']} of {train['epochs_run']}; "
+                  f"Mean foreground Dice **{metrics['mean_fg_dice']:.3f}**; best validation Dice (per image) "
+                  f"{train['best_val_dice']:.3f} at epoch {train['best_epoch']} of {train['epochs_run']}; "
                   f"training {train['train_seconds']:.0f} s.\n",
                   "| class | Dice mean [95% CI] | IoU mean | HD95 mean (px) | n | false-positive rate |",
                   "|---|---|---|---|---|---|"]

@@ -48,9 +48,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from medseg.config import ModelConfig, TrainConfig, load_params
+from medseg.config import ModelConfig, TrainConfig
 from medseg.data.converted import ConvertedDataset, SampleFiles
-from medseg.data.preprocess import resize_pair, to_tensor
+from medseg.data.plans import read_plan
+from medseg.data.preprocess import fit_pair, to_tensor
 from medseg.data.rounds import Round
 from medseg.data.shards import AugmentedDataset
 from medseg.data.split import read_split
@@ -83,9 +84,10 @@ def parse_knobs(spec: str) -> dict:
     return knobs
 
 
-def model_configs(params, override: str) -> dict[str, ModelConfig]:
-    ours = {**params.train.model.model_dump(), **parse_knobs(override)}
-    monai = {"name": "monai_unet", "base_filters": 16, "depth": 4, "dropout": params.train.model.dropout,
+def model_configs(train: TrainConfig, override: str) -> dict[str, ModelConfig]:
+    """Ours: the default dataset's planned network (with ``override``); MONAI's UNet beside it."""
+    ours = {**train.model.model_dump(), **parse_knobs(override)}
+    monai = {"name": "monai_unet", "base_filters": 16, "depth": 4, "dropout": train.model.dropout,
              "stem_stride": 1}
     return {"ours": ModelConfig.model_validate(ours), "monai_unet": ModelConfig.model_validate(monai)}
 
@@ -280,8 +282,8 @@ def pipeline_time_to_dice(cfg: TrainConfig, model_cfg: ModelConfig, target: floa
     history: list[tuple[int, float, float]] = []
 
     def on_epoch(stats: EpochStats, pred: torch.Tensor) -> None:
-        history.append((stats.epoch, stats.val_pooled_dice, time.perf_counter() - start))
-        if stats.val_pooled_dice >= target:
+        history.append((stats.epoch, stats.val_dice, time.perf_counter() - start))
+        if stats.val_dice >= target:
             raise ReachedTarget
 
     try:
@@ -308,7 +310,7 @@ class PngSet:
         return len(self.files)
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [resize_pair(*files.read(), self.size) for files in (self.files[i] for i in idx)]
+        pairs = [fit_pair(*files.read(), self.size) for files in (self.files[i] for i in idx)]
         images = np.stack([p[0][..., None] if p[0].ndim == 2 else p[0] for p in pairs])
         return to_tensor(images), torch.from_numpy(np.stack([p[1] for p in pairs])).long()
 
@@ -408,9 +410,9 @@ class TimedBatches(Batches):
 
     seconds = 0.0
 
-    def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self, idx: np.ndarray, corners=None) -> tuple[torch.Tensor, torch.Tensor]:
         start = time.perf_counter()
-        out = super().tensors(idx)
+        out = super().tensors(idx, corners)
         self.seconds += time.perf_counter() - start
         return out
 
@@ -426,7 +428,8 @@ def data_wait(cfg: TrainConfig, model_cfg: ModelConfig, epochs: int) -> dict:
     loss_fn = loss_for(cfg, converted.classes)
     optimizer = build_optimizer(model, cfg)
     for epoch in range(1, epochs + 1):
-        timed = TimedBatches(train, cfg.batch_size, device, fmt, cfg.seed + epoch)
+        timed = TimedBatches(train, cfg.batch_size, device, fmt, cfg.seed + epoch, steps=cfg.steps_per_epoch,
+                             patch=cfg.patch_size, foreground=cfg.foreground_fraction, online=cfg.online)
         start = time.perf_counter()
         train_epoch(model, timed, loss_fn, optimizer, cfg, epoch, bf16)
         total = time.perf_counter() - start
@@ -465,8 +468,7 @@ def dvc_timings(repeat: int) -> dict:
 # --------------------------------------------------------------------------- 7 + 8: subprocess workers
 def worker(args: argparse.Namespace) -> None:
     """Run in a fresh process so that its max RSS belongs to one configuration; prints JSON."""
-    params = load_params(REPO / "params.yaml")
-    cfg = params.train
+    cfg = read_plan(DATASET).train
     torch.set_num_threads(cfg.threads)
     model_cfg = ModelConfig.model_validate(json.loads(args.model_json))
     if args.worker == "train-memory":
@@ -733,9 +735,10 @@ def main() -> None:
         parser.error("use --skip or --only, not both")
     if only:
         skip = set(ITEMS) - only
-    params = load_params(REPO / "params.yaml")
-    cfg, threads = params.train, params.train.threads
-    cfgs = model_configs(params, args.model)
+    os.chdir(REPO)
+    plan = read_plan(DATASET)
+    cfg, threads = plan.train, plan.train.threads
+    cfgs = model_configs(plan.train, args.model)
     os.chdir(REPO)
     started, sections = time.perf_counter(), {}
     rounds, steps = (2, 2) if args.quick else (3, 3)
@@ -776,7 +779,7 @@ def main() -> None:
         log.info("8: scaling")
         sizes = [128, 256, 512] if args.quick else [128, 192, 256, 384, 512]
         counts = [100, 1000, 2000] if args.quick else [100, 250, 500, 1000, 2000]
-        sc = scaling(cfgs["ours"], sizes, counts, tuple(params.augment.size), 3 if args.quick else 4)
+        sc = scaling(cfgs["ours"], sizes, counts, tuple(plan.augment.size), 3 if args.quick else 4)
         png = Path(args.out).with_name("scaling.png")
         plot_scaling(sc, png)
         sections["scaling"] = section_scaling(sc, png.name)

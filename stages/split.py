@@ -11,6 +11,7 @@ import logging
 
 from medseg.config import Params
 from medseg.data.converted import ConvertedDataset
+from medseg.data.plans import read_plan
 from medseg.data.shards import AugmentedDataset
 from medseg.data.split import split_table, write_split
 from medseg.io import paths
@@ -23,7 +24,7 @@ def main(dataset: str, params: Params) -> None:
     """Split one dataset by patient group."""
     originals = ConvertedDataset(paths.converted_dir(dataset)).manifest
     augmented = AugmentedDataset(paths.augmented_dir(dataset)).manifest
-    table = split_table(originals, augmented, params.split)
+    table = split_table(originals, augmented, read_plan(dataset, params).split)
     write_split(paths.split_file(dataset), table)
     counts = table[table["split"] != "unused"].groupby(["split", "kind"]).size()
     log.info("%s: %s", dataset, ", ".join(f"{s}/{k}={n}" for (s, k), n in counts.items()))

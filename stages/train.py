@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from medseg.config import Params
+from medseg.data.plans import read_plan
 from medseg.io.cli import run_stage
 from medseg.model.runtime import pick_device
 from medseg.train import distributed
@@ -28,13 +29,13 @@ log = logging.getLogger("train")
 
 def main(dataset: str, params: Params) -> None:
     """Train a model on one dataset (one per cross-validation round when split.folds > 0)."""
-    cfg = params.train
+    cfg = read_plan(dataset, params).train
     if cfg.processes > 1 and not distributed.launched():
         distributed.relaunch(cfg.processes, Path(__file__).resolve(), sys.argv[1:])
     with distributed.session(cfg.dist_backend, pick_device(cfg.device)) as (world, device):
         summary = train_dataset(dataset, params, world, device)
     if summary is not None:
-        log.info("%s: best val pooled dice %.4f (%d epochs, %.0f s)", dataset, summary["best_val_pooled_dice"],
+        log.info("%s: best val dice %.4f (%d epochs, %.0f s)", dataset, summary["best_val_dice"],
                  summary["epochs_run"], summary["train_seconds"])
 
 

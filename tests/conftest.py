@@ -148,15 +148,15 @@ def edit_params(repo: Path, change: Callable[[dict], None]) -> None:
 def shrink(data: dict, per_class: int = 4, image: tuple[int, int] | None = (96, 128), copies: int = 2,
            epochs: int = 2, previews: int = 2, overlays: int = 2, bootstrap: int = 50) -> None:
     """Edit loaded params so the default pipeline runs in seconds: ``synthetic`` only, ``per_class`` images
-    per class (``image`` = (height, width); None keeps the default size), 64x64 training size, a 4-filter
-    2-level U-Net for ``epochs`` epochs."""
+    per class (``image`` = (height, width); None keeps the default size), a 64x64 training canvas, a 4-filter
+    2-level U-Net for ``epochs`` epochs of 12 steps (the plan still chooses the stem, patch and class weights)."""
     data["active"] = ["synthetic"]
     source = data["datasets"]["synthetic"]["source"]
     source["counts"] = {"Benign": per_class, "Malignant": per_class, "Normal": per_class}
     if image is not None:
         source.update(height=image[0], width=image[1])
     data["augment"].update(copies=copies, size=[64, 64], shard_size=10)
-    data["train"].update(epochs=epochs, batch_size=4, preview_images=previews,
+    data["train"].update(epochs=epochs, steps_per_epoch=12, batch_size=4, preview_images=previews,
                          model={**data["train"]["model"], "base_filters": 4, "depth": 2})
     data["evaluate"].update(bootstrap=bootstrap, overlays=overlays)
 

@@ -9,7 +9,7 @@ from medseg.augment.dataset import augment_dataset
 from medseg.config import AugmentConfig
 from medseg.data import converted
 from medseg.data.converted import ConvertedDataset
-from medseg.data.preprocess import resize_image, resize_label, to_tensor
+from medseg.data.preprocess import Fit, fit_pair, resize_image, resize_label, to_tensor
 from medseg.data.shards import AugmentedDataset
 from medseg.model.inference import predict_native
 from medseg.train.datasets import load_originals
@@ -53,7 +53,7 @@ def test_augment_and_train_resize_an_image_identically(tmp_path) -> None:
     augment_dataset(data, cfg, tmp_path / "aug")
     copy_image, copy_label = AugmentedDataset(tmp_path / "aug").load(["a__aug00"])
     original = load_originals(data, ["a"], cfg.size)
-    assert np.array_equal(copy_image[0, ..., 0], resize_image(image, cfg.size))
+    assert np.array_equal(copy_image[0, ..., 0], Fit.of(image.shape, cfg.size).image(image))
     assert np.array_equal(original.images[0], copy_image[0])
     assert np.array_equal(original.labels[0], copy_label[0])
 
@@ -68,4 +68,20 @@ def test_prediction_sees_the_training_pixels() -> None:
             return torch.zeros(x.shape[0], 2, *x.shape[2:])
 
     predict_native(Spy(), image, (32, 48), torch.device("cpu"))
-    torch.testing.assert_close(seen[0], to_tensor(resize_image(image, (32, 48))[None, ..., None]))
+    torch.testing.assert_close(seen[0], to_tensor(Fit.of(image.shape, (32, 48)).image(image)[None, ..., None]))
+
+
+def test_fitting_keeps_the_aspect_ratio_pads_and_comes_back() -> None:
+    image = np.full((60, 120), 200, np.uint8)
+    label = np.ones((60, 120), np.uint8)
+    canvas, mask = fit_pair(image, label, (64, 64))
+    fit = Fit.of((60, 120), (64, 64))
+    assert (fit.top, fit.left, fit.height, fit.width) == (16, 0, 32, 64)  # 2:1 kept, centred
+    assert (canvas[:16] == 0).all() and (canvas[16:48] == 200).all() and (canvas[48:] == 0).all()
+    assert (mask[:16] == 0).all() and (mask[16:48] == 1).all()
+    logits = torch.zeros(1, 2, 64, 64)
+    logits[:, 1, 16:48] = 1.0
+    back = fit.unfit(logits)
+    assert back.shape == (1, 2, 60, 120) and (back.argmax(1) == 1).all()
+    same = Fit.of((96, 128), (48, 64))  # equal aspect: a plain resize, no padding
+    assert (same.top, same.left, same.height, same.width) == (0, 0, 48, 64)

@@ -1,12 +1,15 @@
 """Group-aware split: no patient crosses splits, augmented copies stay in train."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
 from medseg.config import SplitConfig
 from medseg.data.rounds import Round, rounds
 from medseg.data.split import read_split, split_table, write_split
+from medseg.io.errors import DataError
 
 
 def originals(n_groups=30, per_group=2, classes=("benign", "malignant", "normal")) -> pd.DataFrame:
@@ -117,3 +120,13 @@ def test_a_round_beyond_the_folds_is_refused():
     table = split_table(orig, augmented(orig, 1), SplitConfig(folds=3))
     with pytest.raises(ValueError, match="round 3 does not exist"):
         Round(3).select(table)
+
+
+def test_named_test_groups_are_the_test_set_and_valid_comes_from_the_rest():
+    orig = originals(n_groups=20)
+    table = split_table(orig, augmented(orig, 1), SplitConfig(test_groups=r"^p1[0-4]$", valid=0.2))
+    groups = table[table["kind"] == "original"].groupby("split")["group"].unique()
+    assert sorted(groups["test"]) == sorted(g for g in orig["group"].unique() if re.search(r"^p1[0-4]$", g))
+    assert len(groups["valid"]) == round(0.2 * (20 - len(groups["test"])))
+    with pytest.raises(DataError, match="matches 0 of 20"):
+        split_table(orig, augmented(orig, 1), SplitConfig(test_groups="^nobody$"))

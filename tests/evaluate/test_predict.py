@@ -23,7 +23,7 @@ CLASSES = ["background", "liver", "benign", "malignant"]
 @pytest.fixture()
 def checkpoint(tmp_path):
     torch.manual_seed(0)
-    cfg = ModelConfig(base_filters=4, depth=2)
+    cfg = ModelConfig(base_filters=4, depth=2, stem_stride=2)
     model = build_model(cfg, 1, len(CLASSES))
     path = tmp_path / "model.pt"
     save_checkpoint(path, model.state_dict(), cfg, CLASSES, 1, (32, 48),

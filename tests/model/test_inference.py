@@ -10,7 +10,7 @@ from medseg.model.inference import predict_logits, predict_native
 
 
 def test_predictions_come_back_at_native_size():
-    model = build_model(ModelConfig(base_filters=4, depth=2), 1, 4).eval()
+    model = build_model(ModelConfig(base_filters=4, depth=2, stem_stride=2), 1, 4).eval()
     for shape in [(97, 131), (40, 300), (64, 64, 1)]:
         image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
         pred = predict_native(model, image, (32, 48), torch.device("cpu"))
@@ -19,7 +19,7 @@ def test_predictions_come_back_at_native_size():
 
 def test_batched_logits_do_not_depend_on_the_batch_size():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(base_filters=4, depth=2), 1, 3).eval()
+    model = build_model(ModelConfig(base_filters=4, depth=2, stem_stride=2), 1, 3).eval()
     images = np.random.default_rng(1).integers(0, 255, (5, 32, 32, 1), dtype=np.uint8)
     whole = predict_logits(model, images, 5, torch.device("cpu"))
     assert whole.shape == (5, 3, 32, 32)

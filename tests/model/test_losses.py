@@ -8,7 +8,8 @@ from medseg.model.losses import build_loss
 
 CONFIDENT = 30.0  # logit scale at which softmax is one-hot to float precision
 # Equal weights, pooled batch Dice: the shipped params.yaml's train section.
-DEFAULTS = {"dice_weight": 1.0, "ce_weight": 1.0, "class_weights": None, "batch_dice": True}
+DEFAULTS = {"dice_weight": 1.0, "ce_weight": 1.0, "class_weights": None, "batch_dice": True, "groups": [],
+            "group_weight": 0.0}
 
 
 def loss_of(num_classes: int, **options: object) -> torch.nn.Module:

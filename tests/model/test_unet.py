@@ -58,14 +58,14 @@ def test_unet_knobs_keep_odd_sizes_working(knobs: dict[str, object]) -> None:
 
 def test_first_kernel_shrinks_with_depth() -> None:
     assert kernel_sizes(7, 4) == [7, 5, 3, 3, 3]
-    model = UNet(ModelConfig(first_kernel=7, depth=4, stem_stride=1), 1, 2)
+    model = UNet(ModelConfig(base_filters=16, first_kernel=7, depth=4, stem_stride=1), 1, 2)
     assert model.inc[0].kernel_size == (7, 7)
     assert model.downs[0][1][0].kernel_size == (5, 5)
     assert model.downs[1][1][0].kernel_size == (3, 3)
 
 
 def test_dropout_only_in_the_deeper_half() -> None:
-    model = UNet(ModelConfig(dropout=0.5, depth=4), 1, 2)
+    model = UNet(ModelConfig(base_filters=16, dropout=0.5, depth=4, stem_stride=1), 1, 2)
     has_dropout = [any(isinstance(m, nn.Dropout2d) for m in block.modules()) for block in (model.inc, *model.downs)]
     assert has_dropout == [False, False, False, True, True]
 
@@ -133,7 +133,7 @@ def test_unknown_model_lists_supported_names() -> None:
         ModelConfig(name="segformer")
     assert all(name in str(info.value) for name in MODEL_NAMES)
     with pytest.raises(KeyError) as info:  # a config that skipped validation
-        build_model(ModelConfig.model_construct(name="segformer"), 1, 2)
+        build_model(ModelConfig.model_construct(name="segformer", **SMALL), 1, 2)
     assert all(name in str(info.value) for name in MODEL_NAMES)
 
 

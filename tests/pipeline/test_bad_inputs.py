@@ -378,7 +378,7 @@ def test_nan_loss_stops_training_without_a_model(tmp_path: Path) -> None:
         "mlflow": {"tracking_uri": "sqlite:///mlflow.db"},
     }
     write_params(tmp_path, params)
-    for name in ("fetch", "convert", "augment", "split"):
+    for name in ("fetch", "convert", "plan", "augment", "split"):
         proc = stage(tmp_path, name, "tiny")
         assert proc.returncode == 0, proc.stderr
     assert_refused(stage(tmp_path, "train", "tiny"), ("loss became", "at epoch 1, batch ", "lower train.lr"))

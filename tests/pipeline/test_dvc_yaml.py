@@ -15,7 +15,7 @@ from medseg.config import load_params
 from medseg.data import converted, results, shards
 from medseg.io import paths
 
-STAGES = ["fetch", "convert", "augment", "split", "train", "evaluate"]
+STAGES = ["fetch", "convert", "plan", "augment", "split", "train", "evaluate"]
 LIBRARY = REPO / "stages" / "medseg"
 
 
@@ -165,6 +165,7 @@ def test_outs_match_the_modules_that_own_them():
     metrics = paths.metrics_dir(ds)
     assert _outs(stages["fetch"], ds) == {str(paths.raw_dir(ds)), str(paths.provenance_file(ds))}
     assert _outs(stages["convert"], ds) == {str(paths.converted_dir(ds))}
+    assert _outs(stages["plan"], ds) == {str(paths.plan_file(ds))}
     assert _outs(stages["augment"], ds) == {str(paths.augmented_dir(ds))}
     assert _outs(stages["split"], ds) == {str(paths.split_file(ds))}
     assert _outs(stages["train"], ds) == {str(paths.model_dir(ds)), str(paths.progress_dir(ds)),
@@ -182,9 +183,13 @@ def test_each_stage_reads_only_its_params():
     stages = dvc_stages()
     assert stages["fetch"]["do"]["params"] == ["datasets.${item}.source"]
     assert stages["convert"]["do"]["params"] == ["datasets.${item}.convert"]
-    assert stages["augment"]["do"]["params"] == ["augment"]
-    assert stages["split"]["do"]["params"] == ["split"]
-    assert stages["train"]["do"]["params"] == ["train", "split.folds"]
+    assert stages["plan"]["do"]["params"] == ["plan", "augment", "split", "train", "evaluate", "datasets.${item}"]
+    plan = "data/plan/${item}.json"  # the later stages read their sections of the plan, not params.yaml
+    assert stages["augment"]["do"]["params"] == [{plan: ["augment"]}]
+    assert stages["split"]["do"]["params"] == [{plan: ["split"]}]
+    assert stages["train"]["do"]["params"] == [{plan: ["train", "split.folds", "evaluate.combine"]}]
+    assert stages["evaluate"]["do"]["params"] == [{plan: ["evaluate", "train.device", "train.threads",
+                                                          "split.folds"]}]
     params = load_params(REPO / "params.yaml")
     for name in params.datasets:  # every profile has both sections DVC asks for
         assert params.dataset(name).source and params.dataset(name).convert

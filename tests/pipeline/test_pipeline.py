@@ -30,7 +30,7 @@ def clone(tmp_path_factory) -> Path:
     return clone_work_tree(tmp_path_factory.mktemp("clone"), tiny)
 
 
-ALL_STAGES = ("fetch", "convert", "augment", "split", "train", "evaluate", "track")
+ALL_STAGES = ("fetch", "convert", "plan", "augment", "split", "train", "evaluate", "track")
 
 
 def test_first_repro_builds_every_stage(clone):
@@ -78,10 +78,23 @@ def test_second_repro_runs_nothing(clone):
 def test_augment_param_reruns_only_what_follows_augment(clone):
     edit_params(clone, lambda d: d["augment"].update(copies=3))
     out = run(["dvc", "repro"], clone)
-    assert ran_stages(out) == {f"{s}@synthetic" for s in ("augment", "split", "train", "evaluate", "track")} | {
-        "compare"}
+    assert ran_stages(out) == {f"{s}@synthetic" for s in ("plan", "augment", "split", "train", "evaluate",
+                                                            "track")} | {"compare"}
     split = pd.read_csv(clone / "data/split/synthetic.csv")
     assert (split["kind"] == "augmented").sum() == 12 * 3
+
+
+def test_profile_override_reruns_only_the_stage_whose_section_changed(clone):
+    """An evaluate knob set in the dataset's profile changes the plan's evaluate section only."""
+    edit_params(clone, lambda d: d["datasets"]["synthetic"].update(evaluate={"bootstrap": 60}))
+    out = run(["dvc", "repro"], clone)
+    ran = ran_stages(out)
+    assert {"plan@synthetic", "evaluate@synthetic"} <= ran  # compare only if the scores moved
+    assert ran <= {f"{s}@synthetic" for s in ("plan", "evaluate", "track")} | {"compare"}
+    plan = json.loads((clone / "data/plan/synthetic.json").read_text())
+    assert plan["evaluate"]["bootstrap"] == 60
+    edit_params(clone, lambda d: d["datasets"]["synthetic"].pop("evaluate"))
+    run(["dvc", "repro"], clone)
 
 
 def test_metrics_and_plots_diff_between_commits_name_the_dataset(clone):

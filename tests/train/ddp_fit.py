@@ -42,8 +42,10 @@ def make_set(n: int, seed: int) -> ArraySet:
 # pooled over each process's shard.
 CONFIG = dict(model={"name": "unet", "base_filters": 4, "depth": 2, "norm": "instance", "dropout": 0.0,
                      "stem_stride": 1},
-              epochs=3, batch_size=6, lr=0.01, early_stopping=10, seed=7, threads=2, bf16=False,
-              channels_last=False, preview_images=0)
+              epochs=3, steps_per_epoch=None, batch_size=6, patch_size=None, class_weights={}, online={"p": 0.0},
+              lr=0.01, early_stopping=10, seed=7, threads=2, bf16=False, channels_last=False, preview_images=0,
+              schedule="plateau", grad_clip=1.0, postprocess={"flip_tta": "off", "groups": "off",
+                                                              "largest_component": "off"})
 
 
 def run(out: Path, dice_weight: float) -> None:
@@ -54,7 +56,7 @@ def run(out: Path, dice_weight: float) -> None:
         model = build_model(cfg.model, 1, len(CLASSES))
         result = fit(model, train, valid, cfg, CLASSES, device, world=world)
         if world.is_main:
-            torch.save({"state": result.best_state, "val_dice": [s.val_pooled_dice for s in result.history],
+            torch.save({"state": result.best_state, "val_dice": [s.val_dice for s in result.history],
                         "train_loss": [s.train_loss for s in result.history], "processes": world.size}, out)
 
 

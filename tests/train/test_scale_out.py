@@ -150,7 +150,11 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
 
 
 def _stage(clone: Path, name: str, uri: str) -> subprocess.CompletedProcess:
+    """Run one stage script by hand, after re-planning (params.yaml may have changed since the last repro)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "NO_PROXY": "127.0.0.1"}
+    planned = subprocess.run([sys.executable, "stages/plan.py", "synthetic"], cwd=clone, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert planned.returncode == 0, planned.stderr[-3000:]
     return subprocess.run([sys.executable, f"stages/{name}.py", "synthetic"], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
 

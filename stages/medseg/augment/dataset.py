@@ -23,7 +23,7 @@ import numpy as np
 from medseg.config import AugmentConfig
 from medseg.data import shards
 from medseg.data.converted import ConvertedDataset, SampleFiles
-from medseg.data.preprocess import resize_pair
+from medseg.data.preprocess import fit_pair
 from medseg.io.errors import DataError
 from medseg.io.images import write_png
 from medseg.io.parallel import ordered_map
@@ -44,7 +44,7 @@ def cached_transform(cfg: AugmentConfig, record: bool = False) -> A.Compose:
 
 def augment_source(source: SampleFiles, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
     """All ``cfg.copies`` variants of one source: images (copies, h, w, C), labels (copies, h, w)."""
-    image, label = resize_pair(*source.read(), cfg.size)
+    image, label = fit_pair(*source.read(), cfg.size)
     transform = cached_transform(cfg)
     height, width = cfg.size
     images = np.empty((cfg.copies, height, width, source.channels), np.uint8)

@@ -15,7 +15,7 @@ import numpy as np
 
 from medseg.config import AugmentConfig
 from medseg.data.converted import SampleFiles
-from medseg.data.preprocess import resize_pair
+from medseg.data.preprocess import fit_pair
 from medseg.figures.overlay import caption, grid, overlay
 
 from .transforms import augment_sample, sample_seed
@@ -59,7 +59,7 @@ def render_preview(sources: Sequence[SampleFiles], classes: Sequence[str], cfg: 
     """The preview picture (RGB); ``transform`` must record what fired (``build_transform(cfg, record=True)``)."""
     grid_rows = []
     for source in preview_sources(sources, rows):
-        image, label = resize_pair(*source.read(), cfg.size)
+        image, label = fit_pair(*source.read(), cfg.size)
         tiles = [_captioned(overlay(image, label), [source.id, f"({source.image_class})"])]
         for copy in range(min(columns, cfg.copies)):
             sample = augment_sample(transform, image, label, sample_seed(cfg.seed, source.id, copy))

@@ -8,7 +8,7 @@ profile), ``augment``, ``split``, ``train`` (with ``ModelConfig``),
 ``from medseg.config import TrainConfig, load_params``.
 """
 from .augment import AugmentConfig
-from .base import ConfigError, Strict
+from .base import AUTO, Auto, ConfigError, Strict, unresolved
 from .convert import (
                       AulAnnotation,
                       BinaryAnnotation,
@@ -21,14 +21,16 @@ from .convert import (
                       RgbAnnotation,
 )
 from .evaluate import EvaluateConfig
-from .params import GLOBAL_SECTIONS, PARAMS_FILE, Params, load_params
+from .params import DATASET_SECTIONS, GLOBAL_SECTIONS, PARAMS_FILE, Params, load_params
+from .plan import PlanConfig
 from .sources import AUL_FOLDERS, ArchiveLimits, LocalSource, RemoteFile, SyntheticSource, UrlSource, ZenodoSource
 from .split import SplitConfig
 from .tracking import MlflowConfig
-from .train import MODEL_NAMES, NORMS, ModelConfig, TrainConfig
+from .train import MODEL_NAMES, NORMS, ModelConfig, OnlineAugment, Postprocess, TrainConfig
 
 __all__ = [
-    "AUL_FOLDERS", "GLOBAL_SECTIONS", "MODEL_NAMES", "NORMS", "PARAMS_FILE",
+    "AUTO", "AUL_FOLDERS", "Auto", "DATASET_SECTIONS", "GLOBAL_SECTIONS", "OnlineAugment", "PlanConfig", "Postprocess",
+    "unresolved", "MODEL_NAMES", "NORMS", "PARAMS_FILE",
     "ArchiveLimits", "AugmentConfig", "AulAnnotation", "BinaryAnnotation", "ConfigError", "ConvertConfig",
     "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation", "ImageClassRule", "LocalSource",
     "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile", "RgbAnnotation", "SplitConfig",

@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, Field, PositiveFloat
 
-from .base import Strict
+from .base import Auto, Strict, planned
 
 T = TypeVar("T")
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -88,7 +88,8 @@ class Shadow(Strict):
 
 class AugmentConfig(Strict):
     copies: int = Field(3, ge=0, le=100, description="augmented copies per source image")
-    size: tuple[int, int] = Field((144, 192), description="training (height, width); every image is resized to it")
+    size: tuple[int, int] | Auto = planned("training canvas (height, width): every image is resized to fit it, "
+                                           "aspect ratio kept, and padded")
     seed: int = 2026
     workers: int = Field(2, ge=1)
     shard_size: int = Field(512, ge=1, description="samples per array shard")

@@ -9,7 +9,7 @@ dataset's ``source``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -191,8 +191,18 @@ class ConvertConfig(Strict):
 
 
 class DatasetConfig(Strict):
-    """A dataset profile: where the raw data comes from (fetch) and how to read it (convert)."""
+    """A dataset profile: where the raw data comes from (fetch), how to read it (convert), and what differs.
+
+    ``augment``, ``split``, ``train`` and ``evaluate`` are optional overrides:
+    partial sections merged over the global ones for this dataset only (a
+    value here beats both the global value and the plan). ``medseg.config.params``
+    validates the merged sections.
+    """
 
     source: Source
     convert: ConvertConfig
+    augment: dict[str, Any] = {}
+    split: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    evaluate: dict[str, Any] = {}
 

@@ -13,3 +13,8 @@ class EvaluateConfig(Strict):
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95% intervals")
     seed: int = 2026
     overlays: int = Field(4, ge=0, le=16, description="best and worst cases shown in the overlay grid")
+
+    def groups(self, classes: list[str]) -> dict[str, list[int]]:
+        """The ``combine`` groups whose classes all exist in ``classes``, as label values."""
+        return {name: [classes.index(c) for c in members] for name, members in self.combine.items()
+                if all(c in classes for c in members)}

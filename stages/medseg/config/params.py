@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -23,6 +23,7 @@ from .augment import AugmentConfig
 from .base import ConfigError, Strict
 from .convert import Annotation, DatasetConfig
 from .evaluate import EvaluateConfig
+from .plan import PlanConfig
 from .sources import Source
 from .split import SplitConfig
 from .tracking import MlflowConfig
@@ -30,12 +31,32 @@ from .train import TrainConfig
 
 PARAMS_FILE = Path("params.yaml")
 # Sections that apply to every dataset; params.yaml sets each of their knobs.
-GLOBAL_SECTIONS = ("augment", "split", "train", "evaluate", "mlflow")
+GLOBAL_SECTIONS = ("plan", "augment", "split", "train", "evaluate", "mlflow")
+# Sections a dataset's profile may override for that dataset alone.
+DATASET_SECTIONS = ("augment", "split", "train", "evaluate")
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """The leaf keys of a nested mapping, dotted: ``{"model": {"depth": 3}}`` -> ``["model.depth"]``."""
+    out = []
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out += dotted_keys(value, name) if isinstance(value, dict) and value else [name]
+    return out
 
 
 class Params(Strict):
     active: list[str] = Field(min_length=1, description="datasets that dvc repro runs")
     datasets: dict[str, DatasetConfig]
+    plan: PlanConfig = PlanConfig()
     augment: AugmentConfig = AugmentConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
@@ -63,11 +84,36 @@ class Params(Strict):
             unknown = sorted(set(members) - known)
             if unknown:
                 raise ValueError(f"evaluate.combine.{group}: unknown class {unknown[0]!r}; classes are {sorted(known)}")
-        unknown = sorted(set(self.train.class_weights) - known - {"background"})
+        weights = self.train.class_weights if isinstance(self.train.class_weights, dict) else {}
+        unknown = sorted(set(weights) - known - {"background"})
         if unknown:
             raise ValueError(f"train.class_weights: unknown class {unknown[0]!r}; classes are "
                              f"{['background', *sorted(known)]}")
+        for name in self.datasets:
+            self.sections(name)  # every profile's overrides must give valid sections
         return self
+
+    def sections(self, name: str) -> dict[str, Strict]:
+        """``augment``, ``split``, ``train`` and ``evaluate`` for dataset ``name``: its overrides over the global ones.
+
+        Knobs may still be ``auto``; the plan stage fills them in (``medseg.plan``).
+        """
+        profile = self.dataset(name)
+        out = {}
+        for section in DATASET_SECTIONS:
+            base = getattr(self, section)
+            override = getattr(profile, section)
+            try:
+                out[section] = type(base).model_validate(merged(base.model_dump(), override))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"datasets.{name}.{section}.{where}: {err['msg']}") from None
+        return out
+
+    def overridden(self, name: str) -> dict[str, list[str]]:
+        """The dotted knobs dataset ``name``'s profile overrides, per section."""
+        return {section: dotted_keys(getattr(self.dataset(name), section)) for section in DATASET_SECTIONS}
 
     def dataset(self, name: str) -> DatasetConfig:
         try:
@@ -106,7 +152,7 @@ def _format_error(exc: ValidationError, path: Path) -> str:
             # Cross-field checks raise "field: problem"; fold the field into the key.
             msg = str(err["ctx"]["error"])
             field, sep, rest = msg.partition(": ")
-            if sep and re.fullmatch(r"[a-z_.]+", field):
+            if sep and re.fullmatch(r"[A-Za-z0-9_.-]+", field):
                 key, msg = (field if key == _TOP else f"{key}.{field}"), rest
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Schema of ``split``: the group-aware train/valid/test split and cross-validation folds."""
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import re
+
+from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
 
@@ -11,6 +13,18 @@ class SplitConfig(Strict):
     test: float = Field(0.2, ge=0, lt=1, description="fraction of patient groups for the test set")
     seed: int = 2026
     folds: int = Field(0, ge=0, description="k >= 3: group k-fold cross-validation over all groups; 0 = off")
+    test_groups: str | None = Field(None, description="regex: the patient groups it matches are the test set (a "
+                                                      "published protocol); valid is drawn from the others")
+
+    @field_validator("test_groups")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {v!r}: {exc}") from exc
+        return v
 
     @model_validator(mode="after")
     def _fractions(self) -> SplitConfig:
@@ -18,4 +32,6 @@ class SplitConfig(Strict):
             raise ValueError("valid + test must be below 1")
         if self.folds in (1, 2):
             raise ValueError("folds must be 0 (off) or at least 3 (each round needs test, valid and train folds)")
+        if self.folds and self.test_groups:
+            raise ValueError("test_groups: a fixed test set and cross-validation exclude each other; set folds: 0")
         return self

@@ -3,15 +3,17 @@
 ``ModelConfig`` is the one definition of the network's knobs and their
 defaults: the model factory builds from it, checkpoints store it, and
 nothing else repeats or re-validates them. The knobs follow the earlier
-TensorFlow "FlexUNet" experiment (see ``medseg.model.unet``).
+TensorFlow "FlexUNet" experiment (see ``medseg.model.unet``). Knobs whose
+default is ``auto`` are planned per dataset by the plan stage; a value set in
+params.yaml, globally or in a dataset's profile, overrides the plan.
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator
 
-from .base import Strict
+from .base import AUTO, Auto, Strict, planned
 
 ModelName = Literal["unet", "monai_unet", "monai_basicunet", "monai_dynunet"]
 NormName = Literal["batch", "instance", "group", "none"]
@@ -23,14 +25,15 @@ class ModelConfig(Strict):
     """Which network to build and its knobs; channels and classes come from the dataset."""
 
     name: ModelName = Field("unet", description="our U-Net, or a MONAI network for comparison")
-    base_filters: int = Field(32, ge=1, le=512, description="channels of level 0; level l has 2**l times as many")
-    depth: int = Field(3, ge=1, le=7, description="down-sampling steps")
+    base_filters: Annotated[int, Field(ge=1, le=512)] | Auto = planned(
+        "channels of level 0; level l has 2**l times as many")
+    depth: Annotated[int, Field(ge=1, le=7)] | Auto = planned("down-sampling steps")
     first_kernel: int = Field(3, ge=3, le=15, description="kernel of the first level, shrinking by 2 per level to 3")
     dilation: int = Field(1, ge=1, le=8, description="dilation of the encoder convolutions")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout2d rate in the deeper half of the encoder")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout2d rate in the deeper half of the encoder")
     norm: NormName = "batch"
-    stem_stride: Literal[1, 2, 4] = Field(4, description="fold s x s pixels into channels first (no convolution at "
-                                                         "full resolution); unet only")
+    stem_stride: Literal[1, 2, 4] | Auto = planned("fold s x s pixels into channels first (no convolution at full "
+                                                   "resolution); unet only")
 
     @field_validator("first_kernel")
     @classmethod
@@ -40,23 +43,59 @@ class ModelConfig(Strict):
         return v
 
 
+class OnlineAugment(Strict):
+    """Random transforms applied to every training batch, in torch, seeded per step (``medseg.train.online``)."""
+
+    p: float = Field(1.0, ge=0, le=1, description="share of the samples of a batch that are transformed")
+    flip: bool = Field(True, description="mirror left-right half of the time")
+    rotate_deg: float = Field(15.0, ge=0, le=180, description="largest rotation either way")
+    scale: float = Field(0.15, ge=0, lt=1, description="largest zoom in or out, a fraction")
+    brightness: float = Field(0.1, ge=0, le=1, description="largest additive change, a fraction of full range")
+    contrast: float = Field(0.2, ge=0, lt=1, description="largest change of contrast, a fraction")
+    gamma: float = Field(0.3, ge=0, le=2, description="log of the largest gamma either way")
+    noise: float = Field(0.03, ge=0, le=1, description="largest std of additive Gaussian noise, a fraction of full "
+                                                       "range")
+
+
+Choice = Literal["validation", "on", "off"]
+
+
+class Postprocess(Strict):
+    """What is applied to predictions; ``validation``: only if it raises the validation Dice of the best model."""
+
+    flip_tta: Choice = Field("validation", description="average the logits of the image and its mirror")
+    groups: Choice = Field("validation", description="decide background against each class group (e.g. mass = "
+                                                     "benign + malignant) before the class within the group")
+    largest_component: Choice = Field("validation", description="keep only the largest connected region of each "
+                                                                "class")
+
+
 class TrainConfig(Strict):
     model: ModelConfig = ModelConfig()
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(8, ge=1)
+    epochs: Annotated[int, Field(ge=1)] | Auto = planned("validations; the best is kept")
+    steps_per_epoch: Annotated[int, Field(ge=1)] | None | Auto = planned("optimizer steps per epoch; null: one "
+                                                                          "pass over the training samples")
+    batch_size: Annotated[int, Field(ge=1)] | Auto = planned("samples per optimizer step")
+    patch_size: tuple[int, int] | None | Auto = planned("(height, width) crops of the canvas to train on; null: "
+                                                        "the whole canvas")
+    foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of patches centred on a foreground pixel")
+    online: OnlineAugment = OnlineAugment()
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["plateau", "poly", "none"] = "plateau"
+    schedule: Literal["plateau", "poly", "none"] = "poly"
     plateau_patience: int = Field(3, ge=1)
     plateau_factor: float = Field(0.5, gt=0, lt=1)
-    early_stopping: int = Field(6, ge=1, description="epochs without validation improvement before stopping")
-    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 = off")
+    early_stopping: int = Field(0, ge=0, description="epochs without validation improvement before stopping; 0 = off")
+    grad_clip: float = Field(12.0, ge=0, description="max gradient norm; 0 = off")
     dice_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
-    class_weights: dict[str, float] = Field({}, description="loss weight per class name (others 1); "
-                                                            "e.g. {malignant: 3}")
+    group_dice_weight: float = Field(1.0, ge=0, description="weight of a Dice term on each class group's union "
+                                                            "(evaluate.combine)")
+    class_weights: dict[str, float] | Auto = planned("cross-entropy and Dice weight per class name (others 1), "
+                                                     "e.g. {malignant: 3}")
     batch_dice: bool = Field(True, description="Dice over the whole batch rather than per image")
+    postprocess: Postprocess = Postprocess()
     seed: int = 2026
     threads: int = Field(2, ge=1, description="CPU threads per machine, divided among its training processes")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -69,7 +108,9 @@ class TrainConfig(Strict):
 
     @field_validator("class_weights")
     @classmethod
-    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+    def _non_negative(cls, v: dict[str, float] | str) -> dict[str, float] | str:
+        if v == AUTO:
+            return v
         negative = sorted(name for name, w in v.items() if w < 0)
         if negative:
             raise ValueError(f"weight of {negative[0]!r} must be >= 0, got {v[negative[0]]}")

@@ -7,8 +7,9 @@ image_class) and the augmented manifest (id, source_id). Output, written to
 
 ``id, source_id, group, image_class, kind (original|augmented), split, fold``
 
-Rules: every image of a group lands in one split; groups are drawn per
-image-level class so each split keeps the class mix where counts allow;
+Rules: every image of a group lands in one split; with ``test_groups``
+(a published protocol) the groups it matches are the test set, else groups
+are drawn per image-level class so each split keeps the class mix where counts allow;
 augmented copies go to ``train`` when their source is in train and are
 ``unused`` otherwise, so valid and test hold originals only. With ``folds``
 = k > 0, every group also gets a stratified group k-fold index (augmented
@@ -21,13 +22,15 @@ Everything is a function of the inputs and the seed.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from medseg.config import SplitConfig
+from medseg.config import PARAMS_FILE, SplitConfig
+from medseg.io.errors import DataError
 from medseg.io.tables import read_csv, write_csv
 
 SPLITS = ("train", "valid", "test")
@@ -70,7 +73,15 @@ def assign_groups(originals: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     groups = groups.sort_values(["image_class", "key"]).reset_index(drop=True)
     groups["split"] = "train"
     total = len(groups)
-    for name, fraction in (("test", cfg.test), ("valid", cfg.valid)):
+    draws = (("test", cfg.test), ("valid", cfg.valid))
+    if cfg.test_groups:
+        named = groups["group"].map(lambda g: re.search(cfg.test_groups, g) is not None)
+        if not named.any() or named.all():
+            raise DataError(PARAMS_FILE, f"split.test_groups {cfg.test_groups!r} matches {int(named.sum())} of "
+                                         f"{total} patient groups, e.g. {sorted(groups['group'])[:4]}")
+        groups.loc[named, "split"] = "test"
+        draws, total = (("valid", cfg.valid),), int((~named).sum())
+    for name, fraction in draws:
         free = groups[groups["split"] == "train"]
         quota = _quotas(free.groupby("image_class").size(), fraction, total)
         for cls, n in quota.items():

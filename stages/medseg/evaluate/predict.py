@@ -66,7 +66,7 @@ def predict_folder(model_path: Path, source: Path, output: Path, device_name: st
         (out / "overlays").mkdir()
         for path in list_images(source):
             image = read_image(path, ckpt.channels, max_pixels)
-            label = predict_native(ckpt.model, image, ckpt.size, device)
+            label = predict_native(ckpt.model, image, ckpt.size, device, ckpt.window, ckpt.postprocess)
             name = safe_id(path.stem)
             write_png(out / "labels" / f"{name}.png", label)
             write_png(out / "overlays" / f"{name}.png", overlay(image, label))

@@ -4,7 +4,8 @@
 (``medseg.data.rounds``), predicts every test image of that round at the
 image's own resolution (``medseg.model.inference.predict_native``), scores
 it (``medseg.evaluate.scoring``), pools the rows of all rounds into
-``eval.json`` (plus ``cv`` with cross-validation), writes the per-image
+``eval.json`` (plus ``cv`` with cross-validation), with the dataset's plan
+(``medseg.data.plans``) for the folds and the scoring knobs, writes the per-image
 table, the confusion matrices and a picture of the best and worst cases
 (``medseg.data.results``), and adds the test results to the training run in
 MLflow.
@@ -17,9 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medseg.config import Params
+from medseg.config import EvaluateConfig, Params
 from medseg.data import results
 from medseg.data.converted import ConvertedDataset
+from medseg.data.plans import read_plan
 from medseg.data.rounds import Round, rounds
 from medseg.data.split import read_split
 from medseg.figures.overlay import caption, grid, overlay, tile
@@ -29,21 +31,21 @@ from medseg.model.inference import predict_native
 from medseg.model.runtime import pick_device, seed_everything
 from medseg.tracking import record
 
-from .scoring import ImageResult, aggregate, applicable_groups, cross_validation, pick_cases, score_image, without_nan
+from .scoring import ImageResult, aggregate, cross_validation, pick_cases, score_image, without_nan
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_round(dataset: str, round_: Round, converted: ConvertedDataset, split: pd.DataFrame,
-                   combine: dict[str, list[str]], device: torch.device) -> tuple[dict[str, ImageResult], list[str]]:
+                   combine: EvaluateConfig, device: torch.device) -> tuple[dict[str, ImageResult], list[str]]:
     """Score the model of ``round_`` on its test images; return the results by id and the model's classes."""
     ckpt = load_checkpoint(paths.model_dir(dataset) / round_.checkpoint, device)
-    groups = applicable_groups(combine, ckpt.classes)
+    groups = combine.groups(ckpt.classes)
     vocabulary = converted.image_classes
     found = {}
     for sid in sorted(round_.select(split)["test"]["id"]):
         image, target = converted.read(sid)
-        pred = predict_native(ckpt.model, image, ckpt.size, device)
+        pred = predict_native(ckpt.model, image, ckpt.size, device, ckpt.window, ckpt.postprocess)
         found[sid] = score_image(sid, converted.row(sid)["image_class"], pred, target, ckpt.classes, vocabulary,
                                  groups)
         for row in found[sid].rows:
@@ -68,19 +70,20 @@ def overlay_grid(found: dict[str, ImageResult], per_image: pd.DataFrame, convert
 
 def evaluate_dataset(dataset: str, params: Params) -> dict:
     """Evaluate every round's model, write the results and log them; return ``eval.json``."""
-    cfg = params.evaluate
-    seed_everything(cfg.seed, params.train.threads)
-    device = pick_device(params.train.device)
+    plan = read_plan(dataset, params)
+    cfg = plan.evaluate
+    seed_everything(cfg.seed, plan.train.threads)
+    device = pick_device(plan.train.device)
     converted = ConvertedDataset(paths.converted_dir(dataset))
     split = read_split(paths.split_file(dataset))
     found: dict[str, ImageResult] = {}
-    for round_ in rounds(params.split.folds):
-        scored, classes = evaluate_round(dataset, round_, converted, split, cfg.combine, device)
+    for round_ in rounds(plan.split.folds):
+        scored, classes = evaluate_round(dataset, round_, converted, split, cfg, device)
         found.update(scored)
-    groups = applicable_groups(cfg.combine, classes)
+    groups = cfg.groups(classes)
     per_image = pd.DataFrame([row for res in found.values() for row in res.rows])
     metrics = aggregate(per_image, classes, cfg.bootstrap, cfg.seed, groups)
-    if params.split.folds:
+    if plan.split.folds:
         metrics["cv"] = without_nan(cross_validation(per_image, classes, groups))
     picture = overlay_grid(found, per_image, converted, cfg.overlays, classes) if cfg.overlays else None
     images = pd.DataFrame([{"id": r.id, "actual": r.image_class, "predicted": r.rows[0]["predicted_class"]}

@@ -57,12 +57,6 @@ def predicted_image_class(pixels: dict[str, int], vocabulary: list[str]) -> str:
 _FIELDS = ("dice", "iou", "hd95", "gt_empty", "pred_empty", "false_positive", "tp", "fp", "fn")
 
 
-def applicable_groups(combine: dict[str, list[str]], classes: list[str]) -> dict[str, list[int]]:
-    """The ``combine`` groups whose classes all exist here, as label values."""
-    return {name: [classes.index(c) for c in members] for name, members in combine.items()
-            if all(c in classes for c in members)}
-
-
 def score_image(sid: str, image_class: str, pred: np.ndarray, target: np.ndarray, classes: list[str],
                 vocabulary: list[str], groups: dict[str, list[int]] | None = None) -> ImageResult:
     """Rows of scores for each foreground class, then for each combined group (e.g. benign+malignant)."""

@@ -36,6 +36,11 @@ def converted_dir(dataset: str) -> Path:
     return DATA / "converted" / dataset
 
 
+def plan_file(dataset: str) -> Path:
+    """``plan`` output: the dataset's fingerprint and resolved sections, one small JSON kept in git."""
+    return DATA / "plan" / f"{dataset}.json"
+
+
 def augmented_dir(dataset: str) -> Path:
     """``augment`` output: array shards, manifest, preview grid."""
     return DATA / "augmented" / dataset

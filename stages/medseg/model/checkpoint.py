@@ -2,8 +2,9 @@
 
 A checkpoint is a plain dict: ``state_dict``, ``model`` (the
 ``ModelConfig`` as a dict), ``classes``, ``channels``, ``size`` (the
-training height and width: the preprocessing, ``medseg.data.preprocess``)
-and ``info`` (facts about training). Only tensors, numbers, strings, lists
+training canvas: the preprocessing, ``medseg.data.preprocess``),
+``inference`` (the sliding window, ``None`` for whole canvases, and the
+``Postprocess`` chosen on validation) and ``info`` (facts about training). Only tensors, numbers, strings, lists
 and dicts go in, so ``torch.load(..., weights_only=True)`` reads it without
 unpickling code. The model config must be complete: a checkpoint never
 borrows today's defaults for a knob it did not record.
@@ -22,6 +23,7 @@ from medseg.io.atomic import atomic_file
 from medseg.io.errors import DataError
 
 from .factory import build_model
+from .postprocess import PLAIN, Postprocess
 
 _KEYS = ("state_dict", "model", "classes", "channels", "size")
 
@@ -34,16 +36,22 @@ class Checkpoint:
     channels: int
     size: tuple[int, int]
     info: dict
+    window: tuple[int, int] | None = None
+    postprocess: Postprocess = PLAIN
 
 
 def save_checkpoint(path: Path, state_dict: dict, config: ModelConfig, classes: list[str], channels: int,
-                    size: tuple[int, int], info: dict) -> None:
+                    size: tuple[int, int], info: dict, window: tuple[int, int] | None = None,
+                    postprocess: Postprocess = PLAIN) -> None:
+    """Write the checkpoint; ``window``: the patch size when it is smaller than the canvas."""
     payload = {
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
         "model": config.model_dump(),
         "classes": list(classes),
         "channels": int(channels),
         "size": [int(size[0]), int(size[1])],
+        "inference": {"window": None if window is None else [int(window[0]), int(window[1])],
+                      "postprocess": postprocess.to_dict()},
         "info": info,
     }
     with atomic_file(path, "wb") as fh:
@@ -70,8 +78,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
     except RuntimeError as exc:
         raise DataError(path, f"weights do not fit the network the checkpoint describes: {exc}") from None
     model.to(device).eval()
+    inference = payload.get("inference", {})
+    window = inference.get("window")
     return Checkpoint(model, config, payload["classes"], payload["channels"], tuple(payload["size"]),
-                      payload.get("info", {}))
+                      payload.get("info", {}), None if window is None else tuple(window),
+                      Postprocess.from_dict(inference.get("postprocess")))
 
 
 def _model_config(path: Path, stored: object) -> ModelConfig:

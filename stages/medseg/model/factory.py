@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from medseg.config import MODEL_NAMES, ModelConfig
+from medseg.config import MODEL_NAMES, ModelConfig, unresolved
 
 from .unet import MAX_GROUPS, PadCrop, UNet, channels, kernel_sizes
 
@@ -131,6 +131,10 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int) -> nn.Modu
         KeyError: unknown ``cfg.name``; the message lists the supported names.
         ValueError: a knob the chosen network does not support, or a bad channel count.
     """
+    left = unresolved(cfg)
+    if left:
+        raise ValueError(f"model knobs {left} are 'auto': the plan stage fills them in per dataset "
+                         "(dvc repro plan@<name>); set them to build a model directly")
     if cfg.name not in BUILDERS:
         raise KeyError(f"unknown model {cfg.name!r}; supported models are {', '.join(BUILDERS)}")
     _check_count("in_channels", in_channels)

@@ -19,14 +19,25 @@ import torch
 from monai.losses import DiceCELoss
 from torch import nn
 
+_SMOOTH = 1e-5
+
 
 class DiceCEOnLabels(nn.Module):
-    """``DiceCELoss`` that takes (N, H, W) integer targets instead of (N, 1, H, W)."""
+    """``DiceCELoss`` that takes (N, H, W) integer targets instead of (N, 1, H, W).
 
-    def __init__(self, loss: DiceCELoss, num_classes: int) -> None:
+    With ``groups`` (lists of class indices, e.g. benign and malignant), a soft
+    Dice of each group's union (the summed probabilities of its classes
+    against the union of their labels) is added with ``group_weight``: the
+    network is also rewarded for finding a mass when it confuses its kind.
+    """
+
+    def __init__(self, loss: DiceCELoss, num_classes: int, groups: Sequence[Sequence[int]] = (),
+                 group_weight: float = 0.0) -> None:
         super().__init__()
         self.loss = loss
         self.num_classes = num_classes
+        self.groups = [list(g) for g in groups]
+        self.group_weight = group_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits (N, C, H, W), target (N, H, W) -> scalar."""
@@ -35,7 +46,15 @@ class DiceCEOnLabels(nn.Module):
                 f"expected logits (N, {self.num_classes}, H, W) and target (N, H, W), "
                 f"got {tuple(logits.shape)} and {tuple(target.shape)}"
             )
-        return self.loss(logits, target.unsqueeze(1))
+        loss = self.loss(logits, target.unsqueeze(1))
+        if self.groups and self.group_weight > 0:
+            probs = logits.float().softmax(1)
+            for members in self.groups:
+                p = probs[:, members].sum(1)
+                t = torch.isin(target, torch.tensor(members, device=target.device)).float()
+                dice = (2 * (p * t).sum() + _SMOOTH) / (p.sum() + t.sum() + _SMOOTH)
+                loss = loss + self.group_weight * (1 - dice)
+        return loss
 
 
 def build_loss(
@@ -45,6 +64,8 @@ def build_loss(
     ce_weight: float,
     class_weights: Sequence[float] | None,
     batch_dice: bool,
+    groups: Sequence[Sequence[int]],
+    group_weight: float,
 ) -> nn.Module:
     """Dice (foreground classes) + cross-entropy (all classes), from MONAI.
 
@@ -58,6 +79,8 @@ def build_loss(
         batch_dice: compute Dice over the whole batch rather than per image. Images
             without a class (e.g. normal livers without a mass) then do not
             contribute a Dice of 0 or 1 of their own, which is noisy.
+        groups: class index lists whose union gets a Dice term of its own.
+        group_weight: factor on each group's Dice term.
 
     Raises:
         ValueError: bad ``num_classes``, negative or all-zero term weights, or
@@ -83,4 +106,4 @@ def build_loss(
         lambda_dice=dice_weight,
         lambda_ce=ce_weight,
     )
-    return DiceCEOnLabels(loss, num_classes)
+    return DiceCEOnLabels(loss, num_classes, groups, group_weight)

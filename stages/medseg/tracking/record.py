@@ -5,9 +5,9 @@ saw (``data_hash``) and a hash of the params sections that shaped them
 (``params_hash``; see ``medseg.tracking.sync``). It holds:
 
 - params (``run_params``): the dataset's name and profile (``datasets.<name>``),
-  ``augment``, ``split`` and ``train``, and the first round's ``n_train`` and
-  ``n_valid``. ``evaluate`` is left out: a change there re-runs evaluate
-  only, which adds its test metrics to the same run;
+  the plan's resolved ``augment``, ``split`` and ``train`` (every ``auto``
+  filled in), and the first round's ``n_train`` and ``n_valid``. ``evaluate`` is left
+  out: a change there re-runs evaluate only, which adds its test metrics to the same run;
 - per-epoch metrics at step = epoch, the columns of ``train_history.csv``,
   prefixed per cross-validation round (``fold<r>.``);
 - the numbers of ``train.json``, and of ``eval.json`` prefixed ``test.``;
@@ -34,6 +34,7 @@ import pandas as pd
 
 from medseg.config import Params
 from medseg.data import results
+from medseg.data.plans import Plan, read_plan
 from medseg.data.rounds import Round
 from medseg.io import paths
 
@@ -57,23 +58,26 @@ def data_hash(arrays: Iterable[np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
-def params_hash(dataset: str, params: Params) -> str:
-    """Hash of every params section that shaped ``dataset``'s models (``evaluate`` does not)."""
-    return hashlib.sha256(json.dumps(_shaping_sections(dataset, params), sort_keys=True).encode()).hexdigest()[:16]
+def params_hash(dataset: str, params: Params, plan: Plan) -> str:
+    """Hash of every section that shaped ``dataset``'s models: its profile and the plan's resolved sections.
+
+    ``evaluate`` is not one of them.
+    """
+    shaping = json.dumps(_shaping_sections(dataset, params, plan), sort_keys=True)
+    return hashlib.sha256(shaping.encode()).hexdigest()[:16]
 
 
-def _shaping_sections(dataset: str, params: Params) -> dict[str, Any]:
-    sections = {"dataset": params.dataset(dataset), "augment": params.augment, "split": params.split,
-                "train": params.train}
+def _shaping_sections(dataset: str, params: Params, plan: Plan) -> dict[str, Any]:
+    sections = {"dataset": params.dataset(dataset), "augment": plan.augment, "split": plan.split, "train": plan.train}
     return {name: section.model_dump(mode="json") for name, section in sections.items()}
 
 
 # --------------------------------------------------------------------------- train
-def run_params(dataset: str, params: Params, n_train: int, n_valid: int) -> dict[str, Any]:
-    """The run's params: the sections that shaped the model, and the first round's set sizes."""
+def run_params(dataset: str, params: Params, plan: Plan, n_train: int, n_valid: int) -> dict[str, Any]:
+    """The run's params: the profile, the plan's sections that shaped the model, the first round's set sizes."""
     return {"dataset": dataset, "datasets": {dataset: params.dataset(dataset).model_dump(mode="json")},
-            "augment": params.augment.model_dump(mode="json"), "split": params.split.model_dump(mode="json"),
-            "train": params.train.model_dump(mode="json"), "n_train": n_train, "n_valid": n_valid}
+            "augment": plan.augment.model_dump(mode="json"), "split": plan.split.model_dump(mode="json"),
+            "train": plan.train.model_dump(mode="json"), "n_train": n_train, "n_valid": n_valid}
 
 
 def start_training_run(params: Params, dataset: str, key: Mapping[str, str], device: torch.device,
@@ -129,7 +133,7 @@ def log_from_files(tracker: Tracker, dataset: str, params: Params) -> None:
     """Log the results on disk as train and evaluate log them."""
     summary = results.read_training(dataset)
     first = next(iter(results.round_summaries(summary).values()))
-    tracker.log_params(run_params(dataset, params, first["n_train"], first["n_valid"]))
+    tracker.log_params(run_params(dataset, params, read_plan(dataset, params), first["n_train"], first["n_valid"]))
     log_history(tracker, results.history_path(dataset))
     for checkpoint in results.checkpoints(dataset):
         log_checkpoint(tracker, checkpoint)

@@ -6,7 +6,8 @@ size. Train holds the round's train originals (resized with the model-input
 contract, ``medseg.data.preprocess``) and the augmented copies the split
 assigned to train; valid holds originals only. Everything is decoded once;
 a training step only slices arrays, so the model never waits for data.
-``Batches`` cuts an ``ArraySet`` into seeded, shuffled mini-batches.
+``Batches`` cuts an ``ArraySet`` into seeded, shuffled mini-batches of whole
+samples or patches, transformed online.
 """
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medseg.config import OnlineAugment
 from medseg.data.converted import ConvertedDataset
-from medseg.data.preprocess import as_hwc, resize_pair, to_tensor
+from medseg.data.preprocess import as_hwc, fit_pair, to_tensor
 from medseg.data.rounds import Round
 from medseg.data.shards import AugmentedDataset
 from medseg.data.split import read_split
 from medseg.io.errors import DataError
 
 from .distributed import World, shard
+from .online import augment_batch
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def load_originals(converted: ConvertedDataset, ids: list[str], size: tuple[int,
         return ArraySet(np.zeros((0, *size, 1), np.uint8), np.zeros((0, *size), np.uint8), [])
     images, labels = [], []
     for sid in ids:
-        image, label = resize_pair(*converted.read(sid), size)
+        image, label = fit_pair(*converted.read(sid), size)
         images.append(as_hwc(image))
         labels.append(label)
     return ArraySet(np.stack(images), np.stack(labels), list(ids))
@@ -82,24 +85,67 @@ def load_training_data(converted: ConvertedDataset, augmented: AugmentedDataset,
 
 
 class Batches:
-    """Seeded shuffled mini-batches over an ``ArraySet``, as tensors on ``device``.
+    """Seeded mini-batches over an ``ArraySet``, as tensors on ``device``: whole samples or patches of them.
 
-    ``batch_size`` is the global batch; with several processes (``world``) each
-    yields its shard of every global batch, from the same permutation.
+    Without ``steps`` one iteration is one shuffled pass (the last batch may
+    be short); with ``steps`` it is that many full batches drawn from a running
+    shuffled order. With ``patch`` (height, width) each sample is cropped to
+    it, a ``foreground`` share of the crops centred on a random foreground
+    pixel (rare structures are seen often enough). ``online`` transforms every
+    batch (``medseg.train.online``). ``batch_size`` is the global batch; with
+    several processes (``world``) each yields its shard of every global batch,
+    from the same draws.
     """
 
     def __init__(self, data: ArraySet, batch_size: int, device: torch.device, memory_format, seed: int,
-                 world: World = World()) -> None:
+                 world: World = World(), *, steps: int | None = None, patch: tuple[int, int] | None = None,
+                 foreground: float = 0.0, online: OnlineAugment | None = None) -> None:
         self.data, self.batch_size, self.device, self.memory_format = data, batch_size, device, memory_format
-        self.world = world
+        self.world, self.steps, self.foreground, self.online = world, steps, foreground, online
+        size = data.images.shape[1:3]
+        self.patch = None if patch is None or tuple(patch) == tuple(size) else tuple(patch)
+        if self.patch and (self.patch[0] > size[0] or self.patch[1] > size[1]):
+            raise ValueError(f"patch {self.patch} is larger than the samples {tuple(size)}")
         self.generator = torch.Generator().manual_seed(seed)
+        # Augmentation draws per process; sampling draws are the same on every process.
+        self.aug_generator = torch.Generator().manual_seed(seed + 7919 * (world.rank + 1))
+        self._queue: list[int] = []
 
     def __len__(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        return self.steps if self.steps is not None else math.ceil(len(self.data) / self.batch_size)
 
     def __iter__(self):
         for x, y, _ in self.weighted():
             yield x, y
+
+    def _global_batches(self):
+        if self.steps is None:
+            order = torch.randperm(len(self.data), generator=self.generator).numpy()
+            for start in range(0, len(order), self.batch_size):
+                yield np.sort(order[start:start + self.batch_size])
+            return
+        for _ in range(self.steps):
+            while len(self._queue) < self.batch_size:
+                self._queue += torch.randperm(len(self.data), generator=self.generator).tolist()
+            idx, self._queue = self._queue[:self.batch_size], self._queue[self.batch_size:]
+            yield np.sort(np.array(idx))
+
+    def _corners(self, idx: np.ndarray) -> list[tuple[int, int]]:
+        """Top-left corner of each sample's crop (drawn for the whole global batch on every process)."""
+        height, width = self.data.images.shape[1:3]
+        ph, pw = self.patch
+        corners = []
+        for k in idx:
+            if torch.rand(1, generator=self.generator).item() < self.foreground:
+                ys, xs = np.nonzero(self.data.labels[k])
+                if len(ys):
+                    pick = int(torch.randint(len(ys), (1,), generator=self.generator))
+                    corners.append((min(max(ys[pick] - ph // 2, 0), height - ph),
+                                    min(max(xs[pick] - pw // 2, 0), width - pw)))
+                    continue
+            corners.append((int(torch.randint(height - ph + 1, (1,), generator=self.generator)),
+                            int(torch.randint(width - pw + 1, (1,), generator=self.generator))))
+        return corners
 
     def weighted(self):
         """``(x, y, weight)``: ``weight`` is this shard's size times the process count over the global batch size.
@@ -107,14 +153,22 @@ class Batches:
         Scaling each process's mean loss by it makes DDP's gradient average
         the gradient of the global batch's mean loss, also for an uneven last batch.
         """
-        order = torch.randperm(len(self.data), generator=self.generator).numpy()
-        for start in range(0, len(order), self.batch_size):
-            idx = np.sort(order[start:start + self.batch_size])
-            part = shard(idx, self.world)
+        for idx in self._global_batches():
+            corners = self._corners(idx) if self.patch else None
+            part = shard(np.arange(len(idx)), self.world)
             if part is not None:
-                yield *self.tensors(part), len(part) * self.world.size / len(idx)
+                x, y = self.tensors(idx[part], None if corners is None else [corners[i] for i in part])
+                if self.online is not None:
+                    x, y = augment_batch(x, y, self.online, self.aug_generator)
+                yield x.contiguous(memory_format=self.memory_format), y, len(part) * self.world.size / len(idx)
 
-    def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_tensor(self.data.images[idx]).to(self.device, memory_format=self.memory_format)
-        y = torch.from_numpy(self.data.labels[idx]).long().to(self.device)
+    def tensors(self, idx: np.ndarray, corners: list[tuple[int, int]] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.data.images[idx], self.data.labels[idx]
+        if corners is not None:
+            ph, pw = self.patch
+            images = np.stack([images[i, y:y + ph, x:x + pw] for i, (y, x) in enumerate(corners)])
+            labels = np.stack([labels[i, y:y + ph, x:x + pw] for i, (y, x) in enumerate(corners)])
+        x = to_tensor(images).to(self.device, memory_format=self.memory_format)
+        y = torch.from_numpy(labels).long().to(self.device)
         return x, y

@@ -1,16 +1,22 @@
-"""The training loop: seeded, validated each epoch, best model by foreground Dice.
+"""The training loop: seeded, validated each epoch, best model by per-image foreground Dice.
 
 ``fit(model, train, valid, cfg, classes, ...)`` trains on in-memory
-``ArraySet``s and returns a ``FitResult`` with the best state dict (by the
-validation Dice pooled over the validation images, ``val_pooled_dice``),
-the epoch it came from and the per-epoch history. A non-finite loss raises
-``NonFiniteLoss`` naming epoch and batch; the state that produced it is
-never kept as best.
+``ArraySet``s for ``cfg.epochs`` epochs of ``cfg.steps_per_epoch`` steps,
+on whole canvases or patches (``cfg.patch_size``), each batch transformed
+online (``cfg.online``). After each epoch it predicts the validation canvases
+(with a sliding window when training on patches) and scores them with the
+statistic the test reports: per class, the mean over the images that contain
+it of each image's Dice (``val_dice``; the pooled Dice is logged too). The
+best epoch's state is kept, and on it the post-processing is chosen
+(``choose_postprocess``): each of mirror averaging, class groups first and
+largest region only is applied when ``cfg.postprocess`` says ``on``, or
+when it says ``validation`` and raises the validation Dice. A non-finite loss
+raises ``NonFiniteLoss`` naming epoch and batch.
 
 Determinism on CPU: ``seed_everything`` (``medseg.model.runtime``) fixes the
-seeds and the thread count, batches come from a seeded ``torch.Generator``,
-and nothing else draws random numbers, so two runs on one machine give
-identical weights.
+seeds and the thread count, batches, crops and online transforms come from
+seeded ``torch.Generator``s, and nothing else draws random numbers, so two
+runs on one machine give identical weights.
 
 Several processes (``medseg.train.distributed``): pass ``world``; each process
 trains on its shard of every global batch through DDP, validates the whole
@@ -20,6 +26,7 @@ stop at the same epoch.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +41,7 @@ from medseg.config import TrainConfig
 from medseg.io.errors import StageError
 from medseg.model.inference import predict_logits
 from medseg.model.losses import build_loss
+from medseg.model.postprocess import Postprocess
 from medseg.model.runtime import autocast, bf16_supported, memory_format
 
 from .datasets import ArraySet, Batches
@@ -51,20 +59,22 @@ class EpochStats:
     epoch: int
     train_loss: float
     val_loss: float
-    # Dice with pixels pooled over all validation images, per foreground class
-    # present there, and its mean: a model-selection signal, not the per-image
-    # mean that evaluate reports as test ``dice.<class>.mean``.
+    # Per foreground class present in the validation images: the mean over
+    # those images of each one's Dice (what evaluate reports as test
+    # ``dice.<class>.mean``); ``val_dice`` is the mean over classes and groups.
+    val_dice: float
+    val_dice_per_class: dict[str, float]
+    # The same with pixels pooled over all validation images (logged, not used to select).
     val_pooled_dice: float
-    val_pooled_dice_per_class: dict[str, float]
     lr: float
     seconds: float
     images_per_s: float
 
     def as_metrics(self) -> dict[str, float]:
         """The epoch's row of ``train_history.csv`` and its MLflow metrics (without the epoch)."""
-        names = ("train_loss", "val_loss", "val_pooled_dice", "lr", "seconds", "images_per_s")
+        names = ("train_loss", "val_loss", "val_dice", "val_pooled_dice", "lr", "seconds", "images_per_s")
         out = {k: getattr(self, k) for k in names}
-        out.update({f"val_pooled_dice_{name}": v for name, v in self.val_pooled_dice_per_class.items()})
+        out.update({f"val_dice_{name}": v for name, v in self.val_dice_per_class.items()})
         return out
 
 
@@ -75,6 +85,8 @@ class FitResult:
     best_dice: float
     history: list[EpochStats] = field(default_factory=list)
     stopped_early: bool = False
+    postprocess: Postprocess = field(default_factory=Postprocess)
+    postprocess_dice: dict[str, float] = field(default_factory=dict)
 
 
 def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -115,22 +127,71 @@ def pooled_dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> d
     return scores
 
 
-def validate(model: nn.Module, valid: ArraySet, loss_fn: nn.Module, num_classes: int, cfg: TrainConfig,
+def image_dice(pred: np.ndarray, target: np.ndarray, regions: dict[str, list[int]]) -> dict[str, float]:
+    """Per region (a name and its class indices): the mean over images containing it of their Dice.
+
+    ``pred`` and ``target`` are (N, H, W) label maps.
+    """
+    out = {}
+    for name, members in regions.items():
+        p, t = np.isin(pred, members), np.isin(target, members)
+        inter = (p & t).reshape(len(t), -1).sum(1)
+        sizes = p.reshape(len(p), -1).sum(1) + t.reshape(len(t), -1).sum(1)
+        present = t.reshape(len(t), -1).any(1)
+        if present.any():
+            out[name] = float(np.mean(2.0 * inter[present] / sizes[present]))
+    return out
+
+
+def regions_of(classes: list[str], groups: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Each foreground class on its own, then each group: what the validation Dice averages."""
+    return {**{name: [c] for c, name in enumerate(classes) if c > 0}, **groups}
+
+
+def validate(model: nn.Module, valid: ArraySet, loss_fn: nn.Module, regions: dict[str, list[int]], cfg: TrainConfig,
              device: torch.device, bf16: bool, layout: torch.memory_format,
-             ) -> tuple[float, dict[int, float], torch.Tensor]:
-    """Validation loss, pooled Dice per class and the predicted label maps."""
-    logits = predict_logits(model, valid.images, cfg.batch_size, device, bf16, layout)
+             ) -> tuple[float, dict[str, float], float, torch.Tensor]:
+    """Validation loss, per-image Dice per region, pooled mean Dice, and the predicted label maps."""
+    logits = predict_logits(model, valid.images, cfg.batch_size, device, bf16, layout, window=cfg.patch_size)
     target = torch.from_numpy(valid.labels).long()
     loss = float(loss_fn(logits, target))
     pred = logits.argmax(1)
-    return loss, pooled_dice(pred, target, num_classes), pred
+    pooled = pooled_dice(pred, target, logits.shape[1])
+    return (loss, image_dice(pred.numpy(), valid.labels, regions),
+            float(np.mean(list(pooled.values()))) if pooled else 0.0, pred)
 
 
-def loss_for(cfg: TrainConfig, classes: list[str]) -> nn.Module:
+def choose_postprocess(model: nn.Module, valid: ArraySet, cfg: TrainConfig, regions: dict[str, list[int]],
+                       groups: dict[str, list[int]], device: torch.device, bf16: bool,
+                       layout: torch.memory_format) -> tuple[Postprocess, dict[str, float]]:
+    """The post-processing with the best validation Dice among those ``cfg.postprocess`` allows; all scores."""
+    choices = cfg.postprocess
+    options = {name: {"on": [True], "off": [False], "validation": [False, True]}[getattr(choices, name)]
+               for name in ("flip_tta", "groups", "largest_component")}
+    if not groups:
+        options["groups"] = [False]
+    logits = {flip: predict_logits(model, valid.images, cfg.batch_size, device, bf16, layout,
+                                   window=cfg.patch_size, flip=flip) for flip in options["flip_tta"]}
+    scored = {}
+    for flip, grouped, largest in itertools.product(options["flip_tta"], options["groups"],
+                                                    options["largest_component"]):
+        post = Postprocess(flip, tuple(tuple(g) for g in groups.values()) if grouped else (), largest)
+        pred = np.stack([post.labels(x) for x in logits[flip]])
+        dice = image_dice(pred, valid.labels, regions)
+        scored[post] = float(np.mean(list(dice.values()))) if dice else 0.0
+    best = max(scored, key=lambda post: (scored[post], -sum(map(bool, (post.flip_tta, post.groups,
+                                                                        post.largest_component)))))
+    names = {post: f"flip_tta={post.flip_tta},groups={bool(post.groups)},largest_component={post.largest_component}"
+             for post in scored}
+    return best, {names[post]: round(dice, 6) for post, dice in scored.items()}
+
+
+def loss_for(cfg: TrainConfig, classes: list[str], groups: dict[str, list[int]] | None = None) -> nn.Module:
     """The training loss with ``cfg``'s weights; classes not in ``class_weights`` weigh 1."""
     weights = [cfg.class_weights.get(c, 1.0) for c in classes] if cfg.class_weights else None
     return build_loss(len(classes), dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight, class_weights=weights,
-                      batch_dice=cfg.batch_dice)
+                      batch_dice=cfg.batch_dice, groups=list((groups or {}).values()),
+                      group_weight=cfg.group_dice_weight)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -149,21 +210,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
 
 def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, classes: list[str],
         device: torch.device, on_epoch: Callable[[EpochStats, torch.Tensor], None] | None = None,
-        world: World = World()) -> FitResult:
-    """Train ``model`` and return the best state by ``val_pooled_dice``.
+        world: World = World(), groups: dict[str, list[int]] | None = None) -> FitResult:
+    """Train ``model`` and return the best state by ``val_dice``, with its chosen post-processing.
 
-    With several processes (``world``), call it in every process; ``on_epoch``
-    is called in process 0 only.
+    ``groups`` names class groups (label values), e.g. ``{"mass": [2, 3]}``: they get a Dice term in the
+    loss, count in the validation Dice, and may decide first at prediction. With several processes
+    (``world``), call it in every process; ``on_epoch`` is called in process 0 only.
     """
+    groups = groups or {}
     bf16 = cfg.bf16 and bf16_supported(device)
     if cfg.bf16 and not bf16:
         log.warning("train.bf16 is set but %s does not support bf16; training in fp32", device)
     layout = memory_format(cfg.channels_last)
     model.to(device, memory_format=layout)
     net = wrap(model, world, device)
-    loss_fn = loss_for(cfg, classes)
+    loss_fn = loss_for(cfg, classes, groups)
+    regions = regions_of(classes, groups)
     optimizer = build_optimizer(net, cfg)
-    batches = Batches(train, cfg.batch_size, device, layout, cfg.seed, world)
+    batches = Batches(train, cfg.batch_size, device, layout, cfg.seed, world, steps=cfg.steps_per_epoch,
+                      patch=cfg.patch_size, foreground=cfg.foreground_fraction, online=cfg.online)
     scheduler = build_scheduler(optimizer, cfg)
     result = FitResult(best_state={}, best_epoch=0, best_dice=-1.0)
     for epoch in range(1, cfg.epochs + 1):
@@ -171,15 +236,15 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_epoch(net, batches, loss_fn, optimizer, cfg, epoch, bf16)
         seconds = time.perf_counter() - start
-        val_loss, per_class, pred = validate(model, valid, loss_fn, len(classes), cfg, device, bf16, layout)
-        val_dice = from_main(float(np.mean(list(per_class.values()))) if per_class else 0.0, world, device)
-        stats = EpochStats(epoch, train_loss, val_loss, val_dice, {classes[c]: d for c, d in per_class.items()},
-                           lr, seconds, len(train) / seconds)
+        val_loss, per_region, pooled, pred = validate(model, valid, loss_fn, regions, cfg, device, bf16, layout)
+        val_dice = from_main(float(np.mean(list(per_region.values()))) if per_region else 0.0, world, device)
+        samples = len(batches) * cfg.batch_size
+        stats = EpochStats(epoch, train_loss, val_loss, val_dice, per_region, pooled, lr, seconds, samples / seconds)
         result.history.append(stats)
         if world.is_main:
-            log.info("epoch %d: train loss %.4f, val loss %.4f, val pooled dice %.4f %s, lr %.2g, %.1f img/s",
-                     epoch, train_loss, val_loss, val_dice,
-                     {k: round(v, 3) for k, v in stats.val_pooled_dice_per_class.items()}, lr, stats.images_per_s)
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val dice %.4f %s, lr %.2g, %.1f samples/s",
+                     epoch, train_loss, val_loss, val_dice, {k: round(v, 3) for k, v in per_region.items()}, lr,
+                     stats.images_per_s)
         if val_dice > result.best_dice:
             result.best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.best_dice = epoch, val_dice
@@ -189,9 +254,17 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
             scheduler.step(val_dice)
         elif scheduler is not None:
             scheduler.step()
-        if epoch - result.best_epoch >= cfg.early_stopping:
+        if cfg.early_stopping and epoch - result.best_epoch >= cfg.early_stopping:
             if world.is_main:
                 log.info("no validation improvement for %d epochs; stopping early", cfg.early_stopping)
             result.stopped_early = True
             break
+    state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(result.best_state)
+    result.postprocess, result.postprocess_dice = choose_postprocess(model, valid, cfg, regions, groups, device,
+                                                                     bf16, layout)
+    model.load_state_dict(state)
+    if world.is_main:
+        log.info("post-processing chosen on the validation images: %s (validation dice %s)", result.postprocess,
+                 result.postprocess_dice)
     return result

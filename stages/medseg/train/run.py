@@ -1,6 +1,8 @@
 """The train stage's work: one model per round, its checkpoint, history, summary and MLflow run.
 
-``train_dataset(dataset, params, world, device)`` loads every round's data
+``train_dataset(dataset, params, world, device)`` runs with the dataset's
+plan (``medseg.data.plans``: ``train`` with every ``auto`` filled in, and the
+folds of ``split``), loads every round's data
 (``medseg.data.rounds``: the fixed split, or each cross-validation round),
 fits a model per round (``medseg.train.loop``), and in process 0 writes
 ``models/<name>/`` and the training metrics (``medseg.data.results``) and
@@ -21,6 +23,7 @@ import torch
 from medseg.config import Params, TrainConfig
 from medseg.data import results
 from medseg.data.converted import ConvertedDataset
+from medseg.data.plans import read_plan
 from medseg.data.rounds import Round, rounds
 from medseg.data.shards import AugmentedDataset
 from medseg.figures.overlay import caption, grid, overlay
@@ -35,7 +38,7 @@ from medseg.tracking.run import Tracker
 
 from .datasets import ArraySet, load_training_data
 from .distributed import World, threads_per_process
-from .loop import EpochStats, fit
+from .loop import EpochStats, FitResult, fit
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,8 @@ def progress_picture(valid: ArraySet, pred: torch.Tensor, n: int, classes: list[
 
 def train_round(round_: Round, train: ArraySet, valid: ArraySet, cfg: TrainConfig, classes: list[str],
                 channels: int, device: torch.device, tracker: Tracker, progress: Path | None,
-                world: World) -> tuple[dict, dict, list[dict]]:
-    """Fit one model; return its best state, its summary and its history rows."""
+                world: World, groups: dict[str, list[int]]) -> tuple[FitResult, dict, list[dict]]:
+    """Fit one model; return its result, its summary and its history rows."""
     seed_everything(cfg.seed, threads_per_process(cfg.threads, world))
     model = build_model(cfg.model, channels, len(classes))
 
@@ -65,21 +68,29 @@ def train_round(round_: Round, train: ArraySet, valid: ArraySet, cfg: TrainConfi
                       progress_picture(valid, pred, cfg.preview_images, classes, stats.epoch))
 
     start = time.perf_counter()
-    result = fit(model, train, valid, cfg, classes, device, on_epoch, world)
-    summary = {"best_epoch": result.best_epoch, "best_val_pooled_dice": round(result.best_dice, 6),
+    result = fit(model, train, valid, cfg, classes, device, on_epoch, world, groups)
+    summary = {"best_epoch": result.best_epoch, "best_val_dice": round(result.best_dice, 6),
+               "val_dice_postprocessed": round(max(result.postprocess_dice.values()), 6),
+               "postprocess": result.postprocess.to_dict(),
                "epochs_run": len(result.history), "stopped_early": result.stopped_early,
                "train_seconds": round(time.perf_counter() - start, 2), "n_train": len(train), "n_valid": len(valid)}
     history = [{"fold": round_.fold, "epoch": st.epoch, **st.as_metrics()} for st in result.history]
-    return result.best_state, summary, history
+    return result, summary, history
+
+
+def window_of(cfg: TrainConfig, size: tuple[int, int]) -> tuple[int, int] | None:
+    """The sliding window inference needs: the patch, when it is smaller than the canvas."""
+    patch = cfg.patch_size
+    return None if patch is None or tuple(patch) == tuple(size) else tuple(patch)
 
 
 def summarise_rounds(summaries: dict[Round, dict]) -> dict:
     """``train.json``: the fixed split's summary, or the mean over cross-validation rounds plus each round."""
     if list(summaries) == [Round()]:
         return dict(summaries[Round()])
-    dice = [s["best_val_pooled_dice"] for s in summaries.values()]
-    return {"folds": len(summaries), "best_val_pooled_dice": round(float(np.mean(dice)), 6),
-            "best_val_pooled_dice_std": round(float(np.std(dice, ddof=1)), 6),
+    dice = [s["best_val_dice"] for s in summaries.values()]
+    return {"folds": len(summaries), "best_val_dice": round(float(np.mean(dice)), 6),
+            "best_val_dice_std": round(float(np.std(dice, ddof=1)), 6),
             "epochs_run": sum(s["epochs_run"] for s in summaries.values()),
             "train_seconds": round(sum(s["train_seconds"] for s in summaries.values()), 2),
             **{r.key: s for r, s in summaries.items()}}
@@ -87,32 +98,36 @@ def summarise_rounds(summaries: dict[Round, dict]) -> dict:
 
 def train_dataset(dataset: str, params: Params, world: World, device: torch.device) -> dict | None:
     """Train every round; process 0 logs to MLflow, writes the model and metrics and returns ``train.json``."""
-    cfg = params.train
+    plan = read_plan(dataset, params)
+    cfg = plan.train
     converted = ConvertedDataset(paths.converted_dir(dataset))
     augmented = AugmentedDataset(paths.augmented_dir(dataset))
+    groups = plan.evaluate.groups(converted.classes)
     data = {r: load_training_data(converted, augmented, paths.split_file(dataset), r)
-            for r in rounds(params.split.folds)}
+            for r in rounds(plan.split.folds)}
     seen = [array for train, valid in data.values() for array in (train.images, train.labels, valid.images,
                                                                    valid.labels)]
-    key = {"dataset": dataset, "data_hash": record.data_hash(seen), "params_hash": record.params_hash(dataset, params)}
+    key = {"dataset": dataset, "data_hash": record.data_hash(seen),
+           "params_hash": record.params_hash(dataset, params, plan)}
     tracker = (record.start_training_run(params, dataset, key, device, world.size) if world.is_main
                else Tracker.off())
     progress_dir = atomic_dir(paths.progress_dir(dataset)) if world.is_main else contextlib.nullcontext(None)
     with tracker, progress_dir as progress:
         first_train, first_valid = next(iter(data.values()))
-        tracker.log_params(record.run_params(dataset, params, len(first_train), len(first_valid)))
-        states, summaries, history = {}, {}, []
+        tracker.log_params(record.run_params(dataset, params, plan, len(first_train), len(first_valid)))
+        fitted, summaries, history = {}, {}, []
         for r, (train, valid) in data.items():
-            states[r], summaries[r], rows = train_round(r, train, valid, cfg, converted.classes, converted.channels,
-                                                        device, tracker, progress, world)
+            fitted[r], summaries[r], rows = train_round(r, train, valid, cfg, converted.classes, converted.channels,
+                                                        device, tracker, progress, world, groups)
             history += rows
         if not world.is_main:
             return None
         with atomic_dir(paths.model_dir(dataset)) as model_dir:
-            for r, state in states.items():
+            for r, result in fitted.items():
                 facts = {"dataset": dataset, "fold": r.fold, "image_classes": converted.image_classes, **summaries[r]}
-                save_checkpoint(model_dir / r.checkpoint, state, cfg.model, converted.classes, converted.channels,
-                                augmented.size, facts)
+                save_checkpoint(model_dir / r.checkpoint, result.best_state, cfg.model, converted.classes,
+                                converted.channels, augmented.size, facts, window_of(cfg, augmented.size),
+                                result.postprocess)
                 record.log_checkpoint(tracker, model_dir / r.checkpoint)
             # Kept with the model so a run-cache restore still knows which run it belongs to.
             results.write_run_info(model_dir, {"run_id": tracker.run_id, "tracking_uri": tracker.uri, **key})

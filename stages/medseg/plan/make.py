@@ -1,0 +1,41 @@
+"""The plan stage's work: fingerprint a converted dataset and fill in its ``auto`` knobs.
+
+``make_plan(dataset, params)`` merges the dataset's profile overrides over the
+global sections (``Params.sections``), measures the converted data
+(``medseg.plan.fingerprint``), applies the rules (``medseg.plan.rules``) and
+returns the sections and the record that ``medseg.data.plans`` writes.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from medseg.config import Params
+from medseg.data.converted import ConvertedDataset
+from medseg.data.plans import params_digest
+from medseg.io import paths
+
+from .fingerprint import fingerprint
+from .rules import plan_sections
+
+
+def rounds_and_train_share(sections: dict[str, dict[str, Any]], groups: list[str]) -> tuple[int, float]:
+    """How many models train is going to fit, and the share of the images each one trains on."""
+    split = sections["split"]
+    if split["folds"]:
+        return split["folds"], (split["folds"] - 2) / split["folds"]
+    test = (sum(bool(re.search(split["test_groups"], g)) for g in groups) / len(groups) if split["test_groups"]
+            else split["test"])
+    return 1, (1 - test) * (1 - split["valid"])
+
+
+def make_plan(dataset: str, params: Params) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The dataset's resolved sections and the record of the plan (fingerprint, decisions)."""
+    converted = ConvertedDataset(paths.converted_dir(dataset))
+    fp = fingerprint(converted)
+    sections = {name: section.model_dump() for name, section in params.sections(dataset).items()}
+    rounds, share = rounds_and_train_share(sections, sorted(converted.manifest["group"].unique()))
+    resolved, record = plan_sections(fp, sections, params.plan, rounds, share, len(converted.classes),
+                                     params.overridden(dataset))
+    return resolved, {"params_digest": params_digest(dataset, params), "fingerprint": fp, "rounds": rounds,
+                      "train_share": round(share, 4), **record}
