@@ -46,8 +46,9 @@ def clone(tmp_path_factory) -> Path:
 
 
 def train_and_evaluate(repo: Path) -> dict:
-    """Run both stages as DVC does; the weights, the exactly comparable outputs and the parsed eval.json."""
-    run(["dvc", "repro", "-f", "-s", f"train@{DATASET}", f"evaluate@{DATASET}"], repo)
+    """Run both stages as DVC does (after re-planning: params.yaml may have changed); the weights, the exactly
+    comparable outputs and the parsed eval.json."""
+    run(["dvc", "repro", "-f", "-s", f"plan@{DATASET}", f"train@{DATASET}", f"evaluate@{DATASET}"], repo)
     checkpoint = torch.load(repo / "models" / DATASET / "model.pt", map_location="cpu", weights_only=True)
     files = {name: (repo / METRICS / name).read_bytes() for name in EXACT}
     return {"weights": checkpoint["state_dict"], "files": files,

@@ -113,13 +113,20 @@ def snapshot(repo: Path, outs: list[Path]) -> dict[Path, bytes]:
 VOLATILE = {"mlflow_run.json", "train.json", "model.pt"}
 
 
+def _modified_since(path: Path, since: float) -> bool:
+    try:  # DVC may remove the output between a check and a stat
+        return path.stat().st_mtime >= since
+    except FileNotFoundError:
+        return False
+
+
 def started(repo: Path, stage: str, outs: list[Path], since: float) -> bool:
     """True once the stage is demonstrably writing and not yet done."""
     if stage == "train":  # a run is open in MLflow and at least one epoch is done
         return any((repo / "metrics/datasets" / DATASET).glob(".progress.tmp-*/epoch_001.png"))
     if stage == "evaluate":  # evaluate writes its small files last, in one burst
-        return any(((repo / out).exists() and (repo / out).stat().st_mtime >= since)
-                   or any((repo / out).parent.glob(f".{out.name}.tmp-*")) for out in outs)
+        return any(_modified_since(repo / out, since) or any((repo / out).parent.glob(f".{out.name}.tmp-*"))
+                   for out in outs)
     return any((repo / outs[0]).parent.glob(f".{outs[0].name}.tmp-*"))
 
 
