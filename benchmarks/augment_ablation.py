@@ -49,7 +49,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     text = "\n".join([
         f"# Augmentation ablation: {args.dataset}\n",
-        f"{real_data._cpu_model()}. Command: `python benchmarks/augment_ablation.py --dataset "
+        f"{real_data.cpu_model()}. Command: `python benchmarks/augment_ablation.py --dataset "
         f"{args.dataset}`. The protocol of the dataset's profile; {score} Dice per image, pooled over the held-out "
         "images, with its 95% bootstrap interval. Training times of rows run beside other work are not "
         "comparable.\n",

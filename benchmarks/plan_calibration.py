@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,9 @@ from medseg.model.runtime import bf16_supported, memory_format, seed_everything
 from medseg.plan.rules import step_gflops
 from medseg.train.datasets import ArraySet, Batches
 from medseg.train.loop import build_optimizer, loss_for, train_epoch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_data import cpu_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -99,7 +103,7 @@ def main() -> None:
     gflops, mpx_rate = 1 / coef[0], 1 / coef[1]
     old = params.plan
     lines = ["# Plan cost model calibration\n",
-             f"{datetime.now():%Y-%m-%d}, {platform.machine()} ({_cpu_model()}), {os.cpu_count()} cores, "
+             f"{datetime.now():%Y-%m-%d}, {platform.machine()} ({cpu_model()}), {os.cpu_count()} cores, "
              f"{cfg.threads} threads, bf16 {cfg.bf16}, channels_last {cfg.channels_last}. Command: "
              "`python benchmarks/plan_calibration.py`.\n",
              "seconds per step = GFLOP / reference_gflops + Mpx / reference_mpx, fitted by least squares: "
@@ -115,13 +119,6 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text)
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

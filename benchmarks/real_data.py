@@ -151,7 +151,7 @@ def protocol(plan: dict) -> str:
 def report(results: list[dict]) -> str:
     runs = sorted({(r["date"], r["commit"], json.dumps(r["overrides"])) for r in results})
     lines = ["# Real data: the default pipeline on real scans\n",
-             f"{platform.machine()} ({_cpu_model()}), {os.cpu_count()} cores, torch CPU. Command: "
+             f"{platform.machine()} ({cpu_model()}), {os.cpu_count()} cores, torch CPU. Command: "
              "`python benchmarks/real_data.py` (one dataset at a time: `--datasets <name>`). Measured: "
              + "; ".join(f"{date} at commit {commit}" + (f" with overrides {ov}" if ov != "{}" else
                                                           " (params.yaml as shipped)") for date, commit, ov in runs)
@@ -186,7 +186,7 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -35,10 +35,6 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    return resize_image(image, size), resize_label(label, size)
-
-
 def as_hwc(image: np.ndarray) -> np.ndarray:
     """(H, W) -> (H, W, 1); (H, W, C) unchanged."""
     return image[..., None] if image.ndim == 2 else image
