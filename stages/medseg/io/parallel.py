@@ -7,9 +7,9 @@ independent of the worker count and of timing.
 
 Interruption: the workers hold no outputs, so they die at once on SIGTERM
 and ignore Ctrl-C; the parent alone unwinds (deleting its temporary outputs).
-SIGINT and SIGTERM are held back while the workers are forked: a signal
-raised in the middle of the fork left the pool waiting for a worker it never
-registered, and the stage hung instead of exiting.
+SIGINT and SIGTERM are held back while the workers are forked (``_start_pool``):
+a signal raised in the middle of the fork left the pool waiting for a worker
+it never registered, or a worker waiting for work after the stage had gone.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import collections
 import contextlib
 import multiprocessing
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
@@ -52,15 +53,7 @@ def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], workers: int) -> Iterat
             for job in jobs:
                 yield fn(job)
             return
-        # ProcessPoolExecutor rather than multiprocessing.Pool: Pool.terminate(),
-        # its only early exit, can hang, and a killed worker hangs Pool forever.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_worker_signals)
-            pool.submit(_nothing)  # forks every worker now (the "fork" context starts them all at once)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal that came meanwhile is raised here
+        pool = _start_pool(workers)
         try:
             # A bounded window of futures keeps memory flat on large datasets.
             window: collections.deque[Future[R]] = collections.deque()
@@ -76,6 +69,44 @@ def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], workers: int) -> Iterat
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _start_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool with every worker forked, none of them left alive by a stop that came meanwhile.
+
+    ProcessPoolExecutor rather than multiprocessing.Pool: Pool.terminate(), its only
+    early exit, can hang, and a killed worker hangs Pool forever. While forking, stops
+    are blocked and the stage's handlers deferred (Python runs a handler a few
+    instructions after the signal, so one that came just before the block would
+    otherwise raise in the middle of the fork). A stop sent to the process group
+    meanwhile missed the workers forked after it: they are killed, or they would wait
+    for work forever, outliving the stage or keeping it from exiting. Then the stop
+    is taken, as the stage's handler says.
+    """
+    caught: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # handlers belong to the main thread
+        handlers = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in _STOP_SIGNALS}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        before = set(multiprocessing.active_children())
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_worker_signals)
+        pool.submit(_nothing)  # forks every worker now (the "fork" context starts them all at once)
+        if caught or signal.sigpending() & _STOP_SIGNALS:
+            for worker in set(multiprocessing.active_children()) - before:
+                worker.kill()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop still pending is taken here
+        for signum in caught:
+            signal.raise_signal(signum)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    return pool
 
 
 def _worker_signals() -> None:
