@@ -9,7 +9,7 @@ from conftest import REPO
 from medseg.config import PlanConfig, load_params
 from medseg.data.plans import params_digest, read_plan, write_plan
 from medseg.io.errors import DataError
-from medseg.plan.rules import plan_sections
+from medseg.plan.rules import Shares, plan_sections
 
 FINGERPRINT = {"images": 20, "channels": 1, "shape": {"median": [120, 160]},
                "classes": {"liver": {"pixel_fraction": 0.2, "width_px": {"median": 30.0, "p10": 20.0}}}}
@@ -17,7 +17,7 @@ FINGERPRINT = {"images": 20, "channels": 1, "shape": {"median": [120, 160]},
 
 def written(tmp_path, params) -> object:
     sections = {name: s.model_dump() for name, s in params.sections("synthetic").items()}
-    resolved, record = plan_sections(FINGERPRINT, copy.deepcopy(sections), PlanConfig(), 1, 0.6, 4, {})
+    resolved, record = plan_sections(FINGERPRINT, copy.deepcopy(sections), PlanConfig(), 1, Shares(0.6, 0.1), 4, {})
     path = tmp_path / "synthetic.json"
     write_plan(path, "synthetic", resolved, {"params_digest": params_digest("synthetic", params), **record})
     return path

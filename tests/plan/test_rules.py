@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 from medseg.config import PlanConfig, load_params, unresolved
 from medseg.data.plans import SECTIONS
-from medseg.plan.rules import plan_sections, step_gflops
+from medseg.plan.rules import Shares, plan_sections, step_gflops, windows
 
 
 def fingerprint(height: int, width: int, thinnest: float, images: int = 30) -> dict:
@@ -22,8 +22,10 @@ def sections() -> dict:
     return {name: section.model_dump() for name, section in params.sections("synthetic").items()}
 
 
-def plan(sections: dict, fp: dict, rounds: int = 1, overridden: dict | None = None, **cfg) -> tuple[dict, dict]:
-    return plan_sections(fp, copy.deepcopy(sections), PlanConfig(**cfg), rounds, 0.6, 2, overridden or {})
+def plan(sections: dict, fp: dict, rounds: int = 1, overridden: dict | None = None, valid: float = 0.1,
+         **cfg) -> tuple[dict, dict]:
+    return plan_sections(fp, copy.deepcopy(sections), PlanConfig(**cfg), rounds, Shares(0.6, valid), 2,
+                         overridden or {})
 
 
 def test_every_auto_knob_is_filled(sections) -> None:
@@ -51,7 +53,7 @@ def test_large_canvases_train_on_patches_and_depth_fits_the_patch(sections) -> N
     train = resolved["train"]
     assert train["patch_size"] == [352, 352] and train["model"]["depth"] == 5 and train["batch_size"] == 2
     small, _ = plan(sections, fingerprint(256, 256, 40))
-    assert small["train"]["patch_size"] is None and small["train"]["model"]["depth"] == 3
+    assert small["train"]["patch_size"] is None and small["train"]["model"]["depth"] == 4  # 256 / 4 / 2**4 = 4
 
 
 def test_the_budget_sets_the_steps_and_a_small_dataset_stops_at_the_pass_cap(sections) -> None:
@@ -62,6 +64,39 @@ def test_the_budget_sets_the_steps_and_a_small_dataset_stops_at_the_pass_cap(sec
     steps = roomy["train"]["epochs"] * roomy["train"]["steps_per_epoch"]
     pixels_per_pass = 10 * 0.6 * 256 * 256
     assert steps * roomy["train"]["batch_size"] * 256 * 256 == pytest.approx(100 * pixels_per_pass, rel=0.05)
+
+
+def test_a_tight_budget_shrinks_the_canvas_of_large_structures_only(sections) -> None:
+    large = fingerprint(300, 300, 83, images=655)  # nodule-centred crops
+    roomy, _ = plan(sections, large, rounds=5, budget_minutes=200)
+    assert roomy["augment"]["size"] == [304, 304]
+    tight, record = plan(sections, large, rounds=5, budget_minutes=16)
+    assert tight["augment"]["size"][0] < 304 and tight["augment"]["size"][0] == tight["augment"]["size"][1]
+    assert "too few passes" in record["decisions"]["augment.size"]["why"]
+    thin, _ = plan(sections, fingerprint(300, 300, 12, images=655), rounds=5, budget_minutes=16)
+    assert thin["augment"]["size"] == [304, 304]  # 12 px wide: one step down would leave it under 16 px
+    fixed = copy.deepcopy(sections)
+    fixed["augment"]["size"] = [304, 304]
+    kept, _ = plan(fixed, large, rounds=5, budget_minutes=16, overridden={"augment": ["size"]})
+    assert kept["augment"]["size"] == [304, 304]  # a set canvas is never shrunk
+
+
+def test_validation_comes_out_of_the_budget(sections) -> None:
+    fp = fingerprint(512, 512, 40, images=400)
+    few, record_few = plan(sections, fp, valid=0.01, budget_minutes=2)
+    many, record_many = plan(sections, fp, valid=0.3, budget_minutes=2)
+    assert record_few["budget_binds"] and record_many["budget_binds"]
+    steps = [p["train"]["epochs"] * p["train"]["steps_per_epoch"] for p in (few, many)]
+    assert steps[1] < 0.9 * steps[0]  # 30 times the validation images leave fewer training steps
+    for record in (record_few, record_many):  # the plan's own estimate stays within the budget
+        assert record["planned_train_seconds"] <= 2 * 60 * 1.02
+
+
+def test_sliding_windows_overlap_by_half() -> None:
+    assert windows((384, 512), (256, 384)) == 4
+    assert windows((512, 512), (352, 352)) == 4
+    assert windows((304, 304), (304, 304)) == 1
+    assert windows((100, 1000), (100, 200)) == 9
 
 
 def test_a_set_knob_is_kept_and_recorded_as_set(sections) -> None:

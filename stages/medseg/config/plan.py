@@ -14,7 +14,7 @@ from .base import Strict
 
 
 class PlanConfig(Strict):
-    budget_minutes: float = Field(12.0, gt=0, description="training minutes per dataset, all rounds together, at "
+    budget_minutes: float = Field(16.0, gt=0, description="training minutes per dataset, all rounds together, at "
                                                           "reference_gflops")
     reference_gflops: float = Field(320.0, gt=0, description="training GFLOP/s (forward + backward) the budget is "
                                                             "converted with; measured on the project's 2-core CPU")
@@ -23,7 +23,7 @@ class PlanConfig(Strict):
     max_side: int = Field(512, ge=32, description="longest side of the training canvas, in pixels")
     min_thickness_px: float = Field(2.0, gt=0, description="the thinnest structures (10th percentile) must stay "
                                                            "this many pixels wide where the convolutions run")
-    min_bottleneck_px: int = Field(8, ge=1, description="smallest side of the deepest feature map")
+    min_bottleneck_px: int = Field(4, ge=1, description="smallest side of the deepest feature map (nnU-Net: 4)")
     max_depth: int = Field(5, ge=1, le=7)
     widths: list[int] = Field([32, 16], min_length=1, description="base_filters to choose from, widest first")
     min_passes: float = Field(60.0, gt=0, description="the widest network that still passes over the training "
@@ -34,4 +34,10 @@ class PlanConfig(Strict):
                                                             "about this many pixels")
     pixels_per_step: int = Field(262_144, ge=1024, description="pixels per optimizer step (batch x patch)")
     validations: int = Field(40, ge=1, description="validations over the whole training (epochs)")
+    max_validation_share: float = Field(0.25, gt=0, lt=1, description="fewer validations where they would take "
+                                                                      "more than this share of the budget")
+    shrink_step: float = Field(0.8, gt=0, lt=1, description="factor the canvas shrinks by, step by step, while the "
+                                                            "budget allows too few passes")
+    shrink_floor_px: float = Field(16.0, gt=0, description="the canvas never shrinks so far that the thinnest class's "
+                                                           "median width on it falls below this")
     max_class_weight: float = Field(3.0, ge=1, description="cap of the planned loss weight of a rare class")

@@ -6,7 +6,9 @@ One small JSON file per dataset, kept in git like the split table:
 - ``decisions``: for every plannable knob, its value and whether it was
   ``planned`` (with the reason), set in ``params.yaml`` or in the dataset's
   profile; ``budget_binds``: whether the training budget, rather than the
-  pass cap, set the number of steps;
+  pass cap, set the number of steps; ``planned_train_seconds``: the training
+  time the plan expects, every round and validation together, at the
+  reference rates (compare with ``train_seconds`` in ``train.json``);
 - ``augment``, ``split``, ``train``, ``evaluate``: the dataset's complete
   sections, every ``auto`` filled in. These are what the later stages run
   with; ``dvc.yaml`` lists each stage's sections of this file as its params,

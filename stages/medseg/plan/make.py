@@ -16,17 +16,17 @@ from medseg.data.plans import params_digest
 from medseg.io import paths
 
 from .fingerprint import fingerprint
-from .rules import plan_sections
+from .rules import Shares, plan_sections
 
 
-def rounds_and_train_share(sections: dict[str, dict[str, Any]], groups: list[str]) -> tuple[int, float]:
-    """How many models train is going to fit, and the share of the images each one trains on."""
+def rounds_and_shares(sections: dict[str, dict[str, Any]], groups: list[str]) -> tuple[int, Shares]:
+    """How many models train is going to fit, and the shares of the images each one trains and validates on."""
     split = sections["split"]
     if split["folds"]:
-        return split["folds"], (split["folds"] - 2) / split["folds"]
+        return split["folds"], Shares((split["folds"] - 2) / split["folds"], 1 / split["folds"])
     test = (sum(bool(re.search(split["test_groups"], g)) for g in groups) / len(groups) if split["test_groups"]
             else split["test"])
-    return 1, (1 - test) * (1 - split["valid"])
+    return 1, Shares((1 - test) * (1 - split["valid"]), (1 - test) * split["valid"])
 
 
 def make_plan(dataset: str, params: Params) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -34,8 +34,9 @@ def make_plan(dataset: str, params: Params) -> tuple[dict[str, Any], dict[str, A
     converted = ConvertedDataset(paths.converted_dir(dataset))
     fp = fingerprint(converted)
     sections = {name: section.model_dump() for name, section in params.sections(dataset).items()}
-    rounds, share = rounds_and_train_share(sections, sorted(converted.manifest["group"].unique()))
-    resolved, record = plan_sections(fp, sections, params.plan, rounds, share, len(converted.classes),
+    rounds, shares = rounds_and_shares(sections, sorted(converted.manifest["group"].unique()))
+    resolved, record = plan_sections(fp, sections, params.plan, rounds, shares, len(converted.classes),
                                      params.overridden(dataset))
     return resolved, {"params_digest": params_digest(dataset, params), "fingerprint": fp, "rounds": rounds,
-                      "train_share": round(share, 4), **record}
+                      "train_share": round(shares.train, 4),
+                      "valid_share": round(shares.valid, 4), **record}

@@ -1,12 +1,17 @@
 """The plan's rules: every ``auto`` knob from the fingerprint, the budget, and what is set.
 
-``plan_sections(fp, sections, cfg, rounds, train_share)`` takes the dataset's
+``plan_sections(fp, sections, cfg, rounds, shares)`` takes the dataset's
 sections (global params with its profile's overrides; knobs may be ``auto``)
 and fills each ``auto`` knob, in this order, each rule using what came before:
 
 1. **canvas** (``augment.size``): the median image shape, scaled down so the
    longer side is at most ``max_side``, rounded to multiples of 16. Images fit
-   it with their aspect ratio kept and are padded (never squashed).
+   it with their aspect ratio kept and are padded (never squashed). Where the
+   budget allows fewer than ``min_passes`` even at the narrowest width (rule
+   6), the canvas shrinks by ``shrink_step`` and rules 2-7 run again, as long
+   as the thinnest class stays ``shrink_floor_px`` wide on it: large, smooth
+   structures (a nodule filling a third of a crop) lose little Dice at a
+   lower resolution, and a model seen too few passes loses much.
 2. **stem stride** (``train.model.stem_stride``): the largest of 4, 2, 1 at
    which the thinnest class's median region width, at the canvas scale,
    stays at least ``min_thickness_px`` where the convolutions run.
@@ -22,7 +27,11 @@ and fills each ``auto`` knob, in this order, each rule using what came before:
    the meta device, so planning costs nothing) and converted to seconds with
    ``reference_gflops``, plus its pixels at ``reference_mpx`` (the work that
    does not scale with the network; ``benchmarks/plan_calibration.py`` fits
-   both).
+   both). The validations come out of the budget first: each predicts the
+   validation images (every sliding window, forward only) at the same rates,
+   and choosing the post-processing predicts them twice more. There are
+   ``validations`` of them, fewer where they would take more than
+   ``max_validation_share`` of the budget.
 7. **steps**: as many as the budget allows, at most ``max_passes`` passes;
    ``epochs`` (validations) and ``steps_per_epoch`` split them.
 8. **class weights**: ``(background share / class share) ** 0.25`` per
@@ -36,7 +45,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -52,23 +61,38 @@ def _round_to(value: float, multiple: int, floor: bool = False) -> int:
     return max(multiple, int(steps) * multiple)
 
 
-def step_gflops(model: dict[str, Any], channels: int, classes: int, batch: int, patch: tuple[int, int]) -> float:
-    """Forward + backward GFLOPs of one training step, counted on the meta device (nothing is computed)."""
+def step_gflops(model: dict[str, Any], channels: int, classes: int, batch: int, patch: tuple[int, int],
+                backward: bool = True) -> float:
+    """GFLOPs of one training step (forward + backward), or of a forward pass only, counted on the meta device."""
     with torch.device("meta"):
         net = build_model(ModelConfig.model_validate(model), channels, classes)
         x = torch.empty(batch, channels, *patch)
         with FlopCounterMode(display=False) as counter:
-            net(x).sum().backward()
+            out = net(x)
+            if backward:
+                out.sum().backward()
     return counter.get_total_flops() / 1e9
+
+
+def windows(canvas: tuple[int, int], patch: tuple[int, int]) -> int:
+    """Sliding windows over a canvas, overlapping by half (``medseg.model.inference``)."""
+    return math.prod(1 + math.ceil(max(c - p, 0) / max(p // 2, 1)) for c, p in zip(canvas, patch, strict=True))
+
+
+class Shares(NamedTuple):
+    """The share of a dataset's images each model trains on, and validates on."""
+
+    train: float
+    valid: float
 
 
 class Planner:
     """Fills ``auto`` knobs one rule at a time, keeping a record of each decision."""
 
     def __init__(self, fp: dict[str, Any], sections: dict[str, dict[str, Any]], cfg: PlanConfig, rounds: int,
-                 train_share: float, overridden: dict[str, list[str]]) -> None:
+                 shares: Shares, overridden: dict[str, list[str]]) -> None:
         self.fp, self.s, self.cfg = fp, sections, cfg
-        self.rounds, self.train_share, self.overridden = rounds, train_share, overridden
+        self.rounds, self.shares, self.overridden = rounds, shares, overridden
         self.decisions: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -95,14 +119,21 @@ class Planner:
         return planned
 
     # ------------------------------------------------------------------ rules
-    def canvas(self) -> tuple[int, int]:
+    def canvas(self, shrink: float = 1.0) -> tuple[int, int]:
         height, width = self.fp["shape"]["median"]
-        scale = min(1.0, self.cfg.max_side / max(height, width))
+        scale = min(1.0, self.cfg.max_side / max(height, width)) * shrink
         planned = [_round_to(height * scale, 16), _round_to(width * scale, 16)]
-        size = self.decide("augment.size", planned,
-                           f"median image {height}x{width} scaled by {scale:.3f} (longer side <= {self.cfg.max_side})")
+        why = f"median image {height}x{width} scaled by {scale:.3f} (longer side <= {self.cfg.max_side}"
+        if shrink < 1:
+            why += f", then by {shrink:.3f}: the budget allows too few passes at a larger canvas"
+        size = self.decide("augment.size", planned, why + ")")
         self.scale = min(size[0] / height, size[1] / width)
         return tuple(size)
+
+    def thinnest_on_canvas(self) -> float | None:
+        """The median width of the thinnest class on the canvas, in pixels (None without foreground)."""
+        widths = [c["width_px"]["median"] for c in self.fp["classes"].values() if c["width_px"]["median"]]
+        return min(widths) * self.scale if widths else None
 
     def stem(self) -> int:
         if self.get("train.model.name") != "unet":
@@ -143,33 +174,49 @@ class Planner:
         return self.decide("train.batch_size", batch, f"{self.cfg.pixels_per_step} pixels per step / "
                                                       f"{patch[0]}x{patch[1]} per patch")
 
+    def seconds(self, gflop: float, pixels: float) -> float:
+        """Seconds of work at the reference rates (``benchmarks/plan_calibration.py``)."""
+        return gflop / self.cfg.reference_gflops + pixels / 1e6 / self.cfg.reference_mpx
+
     def width_and_steps(self, batch: int, patch: tuple[int, int], classes: int) -> None:
-        train_px = self.fp["images"] * self.train_share * float(self.get("augment.size")[0] * self.get(
-            "augment.size")[1])
+        canvas = tuple(self.get("augment.size"))
+        train_px = self.fp["images"] * self.shares.train * float(canvas[0] * canvas[1])
         step_px = batch * patch[0] * patch[1]
         budget = self.cfg.budget_minutes * 60 / self.rounds  # seconds per round
+        valid_images = self.fp["images"] * self.shares.valid
         model = self.get("train.model")
         options = self.cfg.widths if model["base_filters"] == AUTO else [model["base_filters"]]
         for width in options:
-            cost = step_gflops({**model, "base_filters": width}, self.fp["channels"], classes, batch, patch)
-            seconds = cost / self.cfg.reference_gflops + step_px / 1e6 / self.cfg.reference_mpx
-            steps = int(budget / seconds)
+            net = {**model, "base_filters": width}
+            cost = step_gflops(net, self.fp["channels"], classes, batch, patch)
+            seconds = self.seconds(cost, step_px)
+            # a validation predicts every validation image window by window; choosing the post-processing
+            # predicts them twice more (plain and flipped)
+            one = valid_images * windows(canvas, patch) * self.seconds(
+                step_gflops(net, self.fp["channels"], classes, 1, patch, backward=False), patch[0] * patch[1])
+            validations = max(1, min(self.cfg.validations, int(self.cfg.max_validation_share * budget / one) - 2))
+            validating = (validations + 2) * one
+            steps = int(max(budget - validating, 0) / seconds)
             passes = steps * step_px / train_px
             if passes >= self.cfg.min_passes:
                 break
+        self.enough_passes = passes >= self.cfg.min_passes
         self.decide("train.model.base_filters", width,
                     f"{cost:.1f} GFLOP and {step_px / 1e6:.2f} Mpx per step, {seconds * 1000:.0f} ms at "
-                    f"{self.cfg.reference_gflops:g} GFLOP/s and {self.cfg.reference_mpx:g} Mpx/s: {steps} steps "
-                    f"({passes:.0f} passes over the training pixels) fit {self.cfg.budget_minutes / self.rounds:.1f} "
-                    f"min per round (>= {self.cfg.min_passes:g} passes wanted)")
+                    f"{self.cfg.reference_gflops:g} GFLOP/s and {self.cfg.reference_mpx:g} Mpx/s, after "
+                    f"{validations} validations of {one:.1f} s: {steps} steps ({passes:.0f} passes over the training "
+                    f"pixels) fit {self.cfg.budget_minutes / self.rounds:.1f} min per round (>= "
+                    f"{self.cfg.min_passes:g} passes wanted)")
         cap = int(self.cfg.max_passes * train_px / step_px)
         total = max(1, min(steps, cap))
         bound = "the budget" if steps <= cap else f"{self.cfg.max_passes:g} passes"
-        per_epoch = self.decide("train.steps_per_epoch", math.ceil(total / self.cfg.validations),
-                                f"{total} steps in all, bound by {bound}, over {self.cfg.validations} validations")
-        self.decide("train.epochs", max(1, round(total / per_epoch)) if per_epoch else self.cfg.validations,
-                    f"{total} steps / {per_epoch} per epoch")
+        per_epoch = self.decide("train.steps_per_epoch", math.ceil(total / validations),
+                                f"{total} steps in all, bound by {bound}, over {validations} validations")
+        epochs = self.decide("train.epochs", max(1, round(total / per_epoch)) if per_epoch else validations,
+                             f"{total} steps / {per_epoch} per epoch")
         self.budget_binds = steps <= cap
+        self.planned_seconds = (self.get("train.epochs") * self.get("train.steps_per_epoch") * seconds
+                                + (epochs + 2) * one)
 
     def class_weights(self) -> None:
         shares = {name: c["pixel_fraction"] for name, c in self.fp["classes"].items() if c["pixel_fraction"]}
@@ -181,15 +228,24 @@ class Planner:
 
 
 def plan_sections(fp: dict[str, Any], sections: dict[str, dict[str, Any]], cfg: PlanConfig, rounds: int,
-                  train_share: float, classes: int,
+                  shares: Shares, classes: int,
                   overridden: dict[str, list[str]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The sections with every ``auto`` filled in, and the record of decisions (see the module docstring)."""
-    planner = Planner(fp, copy.deepcopy(sections), cfg, rounds, train_share, overridden)
-    canvas = planner.canvas()
-    stem = planner.stem()
-    patch = planner.patch(canvas, stem)
-    planner.depth(patch, stem)
-    batch = planner.batch(patch)
-    planner.width_and_steps(batch, patch, classes)
+    shrink = 1.0
+    while True:
+        planner = Planner(fp, copy.deepcopy(sections), cfg, rounds, shares, overridden)
+        canvas = planner.canvas(shrink)
+        stem = planner.stem()
+        patch = planner.patch(canvas, stem)
+        planner.depth(patch, stem)
+        batch = planner.batch(patch)
+        planner.width_and_steps(batch, patch, classes)
+        thinnest = planner.thinnest_on_canvas()
+        smaller = planner.decisions["augment.size"]["source"] == "planned" and thinnest is not None and (
+            thinnest * cfg.shrink_step >= cfg.shrink_floor_px)
+        if planner.enough_passes or not smaller:
+            break
+        shrink *= cfg.shrink_step
     planner.class_weights()
-    return planner.s, {"decisions": planner.decisions, "budget_binds": planner.budget_binds}
+    return planner.s, {"decisions": planner.decisions, "budget_binds": planner.budget_binds,
+                       "planned_train_seconds": round(planner.planned_seconds * rounds, 1)}
