@@ -89,12 +89,23 @@ def configure(clone: Path, dataset: str, overrides: dict[str, object]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run_repro(clone: Path) -> tuple[float, dict[str, float], str]:
+def repro_env() -> dict[str, str]:
+    """This interpreter's tools (dvc) first on PATH; no outside MLflow server."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def init_repo(clone: Path) -> None:
+    """Make the copy a git repository with one commit (DVC and the run keys need one)."""
     for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c",
                                                                    "user.email=bench@localhost", "commit", "-qm", "x"]):
         subprocess.run(args, cwd=clone, check=True, capture_output=True)
+
+
+def run_repro(clone: Path) -> tuple[float, dict[str, float], str]:
+    env = repro_env()
+    init_repo(clone)
     start = time.perf_counter()
     proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
