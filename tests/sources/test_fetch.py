@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 
+import py7zr
 import pytest
 import yaml
 from PIL import Image
@@ -84,6 +85,72 @@ def test_local_folder_and_archive(tmp_path):
     dest2.mkdir()
     record = fetch_source(LocalSource(kind="local", path=str(archive)), dest2, tmp_path / "cache")
     assert (dest2 / "src" / "images" / "a b.png").is_file() and record["inputs"][0]["md5"]
+
+
+def test_local_folder_unpacks_a_split_7z_as_one_archive(tmp_path):
+    """train.7z.001 + train.7z.002 become one train/ folder; other files, zips inside included, are copied."""
+    packed = tmp_path / "train.7z"
+    with py7zr.SevenZipFile(packed, "w") as sz:
+        sz.write(save(tmp_path / "img" / "a.png", ramp()), "train/images/a.png")
+        sz.write(save(tmp_path / "img" / "m.png", ramp(channels=1)), "train/masks/a.png")
+    data = packed.read_bytes()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.7z.001").write_bytes(data[: len(data) // 2])
+    (src / "train.7z.002").write_bytes(data[len(data) // 2 :])
+    (src / "SOURCE.txt").write_text("where the archives came from")
+    with zipfile.ZipFile(src / "scores.npz", "w") as zf:  # a zip by content, data by name
+        zf.writestr("dice.npy", b"\x93NUMPY")
+    dest = tmp_path / "raw"
+    dest.mkdir()
+
+    record = fetch_source(LocalSource(kind="local", path=str(src)), dest, tmp_path / "cache")
+
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert files == ["SOURCE.txt", "scores.npz", "train/train/images/a.png", "train/train/masks/a.png"]
+    assert (dest / "train/train/images/a.png").read_bytes() == (tmp_path / "img" / "a.png").read_bytes()
+    assert record["inputs"][0]["files"] == 3 and record["files"] == 4
+
+
+def test_url_source_unpacks_a_split_7z_once_all_volumes_are_downloaded(tmp_path, server: FileServer):
+    packed = tmp_path / "train.7z"
+    with py7zr.SevenZipFile(packed, "w") as sz:
+        sz.writestr(os.urandom(5000), "train/images/a.png")
+    data = packed.read_bytes()
+    files = []
+    for name, part in [("train.7z.001", data[:1000]), ("train.7z.002", data[1000:])]:
+        remote = server.publish(name, part)
+        files.append({"name": name, "url": remote.url, "sha256": remote.sha256})
+    dest = tmp_path / "raw"
+    dest.mkdir()
+
+    record = fetch_source(UrlSource(kind="url", files=files, retries=0), dest, tmp_path / "cache")
+
+    assert [p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()] == ["train/train/images/a.png"]
+    assert [i["name"] for i in record["inputs"]] == ["train.7z.001", "train.7z.002"]
+
+
+def test_local_folder_refuses_a_split_7z_without_its_first_volume(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.7z.002").write_bytes(os.urandom(100))
+    dest = tmp_path / "raw"
+    dest.mkdir()
+    with pytest.raises(DataError, match=r"train\.7z\.002: .*first volume train\.7z\.001 is absent"):
+        fetch_source(LocalSource(kind="local", path=str(src)), dest, tmp_path / "cache")
+
+
+def test_archive_never_unpacks_over_copied_files(tmp_path):
+    """``train/`` is copied first (sorted before ``train.zip``); unpacking train.zip there would replace it."""
+    src = tmp_path / "src"
+    save(src / "train" / "a.png", ramp())
+    with zipfile.ZipFile(src / "train.zip", "w") as zf:
+        zf.writestr("b.png", b"png")
+    dest = tmp_path / "raw"
+    dest.mkdir()
+    with pytest.raises(DataError, match=r"train\.zip: would unpack into .*train, which is already filled"):
+        fetch_source(LocalSource(kind="local", path=str(src)), dest, tmp_path / "cache")
+    assert (dest / "train" / "a.png").is_file()
 
 
 def test_local_source_refuses_links_and_missing_paths(tmp_path):

@@ -5,11 +5,17 @@ one of four sources (synthetic, url, zenodo, local) and returns a provenance
 record: source settings, licence, checksums of what was downloaded or read,
 file counts and a digest of the resulting tree. The record holds no time
 stamp so the same inputs give the same bytes.
+
+Archives are unpacked, each into its own folder named after it (``train.zip``
+and ``train.7z.001``, the first volume of a split 7z, both give ``train/``).
+In a local folder a file counts as an archive only when its name and its
+content both say so, since data files can be zips inside (``.npz``, ``.xlsx``).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -19,10 +25,12 @@ from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
 from . import synthetic
-from .archive import extract_archive, is_archive
+from .archive import extract_archive, is_archive, is_later_volume
 from .download import download_file, file_digests
 
 log = logging.getLogger(__name__)
+
+_ARCHIVE_NAME = re.compile(r"(.+)\.(tar\.gz|tar\.bz2|tar\.xz|tgz|zip|tar|7z|7z\.0*1)", re.IGNORECASE)
 
 
 def fetch_source(source, dest: Path, cache: Path) -> dict:
@@ -46,11 +54,15 @@ def fetch_source(source, dest: Path, cache: Path) -> dict:
 
 def _fetch_remote(source: UrlSource | ZenodoSource, dest: Path, cache: Path) -> list[dict]:
     cache.mkdir(parents=True, exist_ok=True)
-    inputs = []
+    inputs, paths = [], []
     for remote in source.remote_files():
         path = download_file(remote, cache, retries=source.retries, timeout_s=source.timeout_s)
         inputs.append({"name": remote.name, "url": remote.url, "bytes": path.stat().st_size, **file_digests(path)})
-        _unpack_or_copy(path, dest, source.limits)
+        paths.append(path)
+    # Unpacked once all are here: a split 7z is read through its first volume, the others with it.
+    for path in paths:
+        if not is_later_volume(path):
+            _unpack_or_copy(path, dest, source.limits)
     return inputs
 
 
@@ -58,7 +70,7 @@ def _fetch_local(path: Path, dest: Path, limits: ArchiveLimits) -> list[dict]:
     if not path.exists():
         raise DataError(display_path(path), "local source not found (check 'source.path' in params.yaml)")
     if path.is_dir():
-        count = _copy_tree(path, dest)
+        count = _copy_tree(path, dest, limits)
         return [{"path": display_path(path), "files": count}]
     _unpack_or_copy(path, dest, limits)
     return [{"path": display_path(path), "bytes": path.stat().st_size, **file_digests(path)}]
@@ -66,21 +78,30 @@ def _fetch_local(path: Path, dest: Path, limits: ArchiveLimits) -> list[dict]:
 
 def _unpack_or_copy(path: Path, dest: Path, limits: ArchiveLimits) -> None:
     if is_archive(path):
-        # Each archive gets its own folder so two archives cannot overwrite each other.
-        extract_archive(path, dest / _archive_stem(path.name), limits)
+        _unpack(path, dest, limits)
     else:
         shutil.copy2(path, dest / path.name)
 
 
+def _unpack(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
+    # Each archive gets its own folder so two archives cannot overwrite each other.
+    target = dest / _archive_stem(archive.name)
+    if target.exists():
+        raise DataError(display_path(archive), f"would unpack into {display_path(target)}, which is already filled")
+    extract_archive(archive, target, limits)
+
+
 def _archive_stem(name: str) -> str:
-    for ext in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+    match = _ARCHIVE_NAME.fullmatch(name)
+    return match.group(1) if match else name
 
 
-def _copy_tree(src: Path, dest: Path) -> int:
-    """Copy regular files only; links are refused so nothing outside ``src`` is pulled in."""
+def _copy_tree(src: Path, dest: Path, limits: ArchiveLimits) -> int:
+    """Copy regular files and unpack archives; return how many were copied or unpacked (a split 7z once).
+
+    Links are refused so nothing outside ``src`` is pulled in. The later
+    volumes of a split 7z are read with its first one, not copied.
+    """
     count = 0
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
@@ -88,9 +109,12 @@ def _copy_tree(src: Path, dest: Path) -> int:
             raise DataError(display_path(path), "symbolic link in a local source; copy the real files instead")
         if path.is_dir():
             (dest / rel).mkdir(parents=True, exist_ok=True)
-        elif path.is_file():
+        elif path.is_file() and not is_later_volume(path):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest / rel)
+            if _archive_stem(path.name) != path.name and is_archive(path):
+                _unpack(path, (dest / rel).parent, limits)
+            else:
+                shutil.copy2(path, dest / rel)
             count += 1
     return count
 
