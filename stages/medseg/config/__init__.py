@@ -24,15 +24,15 @@ from .evaluate import EvaluateConfig
 from .params import DATASET_SECTIONS, GLOBAL_SECTIONS, PARAMS_FILE, Params, load_params
 from .plan import PlanConfig
 from .sources import AUL_FOLDERS, ArchiveLimits, LocalSource, RemoteFile, SyntheticSource, UrlSource, ZenodoSource
-from .split import SplitConfig
+from .split import AuditConfig, SplitConfig
 from .tracking import MlflowConfig
 from .train import MODEL_NAMES, NORMS, ModelConfig, OnlineAugment, Postprocess, TrainConfig
 
 __all__ = [
     "AUTO", "AUL_FOLDERS", "Auto", "DATASET_SECTIONS", "GLOBAL_SECTIONS", "OnlineAugment", "PlanConfig", "Postprocess",
     "unresolved", "MODEL_NAMES", "NORMS", "PARAMS_FILE",
-    "ArchiveLimits", "AugmentConfig", "AulAnnotation", "BinaryAnnotation", "ConfigError", "ConvertConfig",
-    "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation", "ImageClassRule", "LocalSource",
-    "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile", "RgbAnnotation", "SplitConfig",
-    "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource", "load_params",
+    "ArchiveLimits", "AuditConfig", "AugmentConfig", "AulAnnotation", "BinaryAnnotation", "ConfigError",
+    "ConvertConfig", "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation", "ImageClassRule",
+    "LocalSource", "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile", "RgbAnnotation",
+    "SplitConfig", "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource", "load_params",
 ]

@@ -2,10 +2,22 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
+
+
+class AuditConfig(Strict):
+    """The leak audit (``medseg.data.audit``): near-duplicate images in different patient groups."""
+
+    duplicates: Literal["merge", "refuse", "off"] = Field(
+        "merge", description="merge: their groups become one (before the split); refuse: stop with an error "
+                             "naming both files; off: no audit")
+    max_distance: int = Field(4, ge=0, le=63, description="Hamming distance (of 64 hash bits) at or below which "
+                                                         "two images, or one and the other's flip or inversion, "
+                                                         "count as duplicates")
 
 
 class SplitConfig(Strict):
@@ -15,6 +27,7 @@ class SplitConfig(Strict):
     folds: int = Field(0, ge=0, description="k >= 3: group k-fold cross-validation over all groups; 0 = off")
     test_groups: str | None = Field(None, description="regex: the patient groups it matches are the test set (a "
                                                       "published protocol); valid is drawn from the others")
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("test_groups")
     @classmethod
