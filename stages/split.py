@@ -1,15 +1,19 @@
 """DVC stage ``split``: group-aware train/valid/test assignment (and cross-validation folds).
 
-Reads the converted manifest (originals) and the augmented manifest, writes
+Reads the converted dataset (manifest and images) and the augmented manifest.
+The leak audit first hashes every converted image and, as ``split.audit``
+says, merges the groups of near-duplicates, refuses them, or is off
+(``medseg.data.audit``); it writes ``data/split/<dataset>_audit.json``. Then
 ``data/split/<dataset>.csv``: one row per sample with its split and fold
-(``medseg.data.split``). The file is small and kept in git so a reviewer sees
-where each image went.
+(``medseg.data.split``). Both files are small and kept in git so a reviewer
+sees where each image went and which groups were joined.
 
 Usage (from the repository root): ``python stages/split.py <dataset>``
 """
 import logging
 
 from medseg.config import Params
+from medseg.data.audit import audit_duplicates, write_audit
 from medseg.data.converted import ConvertedDataset
 from medseg.data.plans import read_plan
 from medseg.data.shards import AugmentedDataset
@@ -21,10 +25,16 @@ log = logging.getLogger("split")
 
 
 def main(dataset: str, params: Params) -> None:
-    """Split one dataset by patient group."""
-    originals = ConvertedDataset(paths.converted_dir(dataset)).manifest
+    """Split one dataset by patient group, near-duplicates across groups merged first."""
+    cfg = read_plan(dataset, params).split
+    converted = ConvertedDataset(paths.converted_dir(dataset))
     augmented = AugmentedDataset(paths.augmented_dir(dataset)).manifest
-    table = split_table(originals, augmented, read_plan(dataset, params).split)
+    audit = audit_duplicates(converted, cfg.audit)
+    log.info("%s: audit (%s): %d near-duplicate pair(s) across groups, %d group(s) merged into %d; closest pair "
+             "of different groups: %s bits", dataset, cfg.audit.duplicates, len(audit.matches), len(audit.merged),
+             len(set(audit.merged.values())), audit.closest)
+    table = split_table(converted.manifest, augmented, cfg, audit.merged)
+    write_audit(paths.audit_file(dataset), audit, converted.manifest)
     write_split(paths.split_file(dataset), table)
     counts = table[table["split"] != "unused"].groupby(["split", "kind"]).size()
     log.info("%s: %s", dataset, ", ".join(f"{s}/{k}={n}" for (s, k), n in counts.items()))

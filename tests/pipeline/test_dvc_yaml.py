@@ -167,7 +167,7 @@ def test_outs_match_the_modules_that_own_them():
     assert _outs(stages["convert"], ds) == {str(paths.converted_dir(ds))}
     assert _outs(stages["plan"], ds) == {str(paths.plan_file(ds))}
     assert _outs(stages["augment"], ds) == {str(paths.augmented_dir(ds))}
-    assert _outs(stages["split"], ds) == {str(paths.split_file(ds))}
+    assert _outs(stages["split"], ds) == {str(paths.split_file(ds)), str(paths.audit_file(ds))}
     assert _outs(stages["train"], ds) == {str(paths.model_dir(ds)), str(paths.progress_dir(ds)),
                                           str(metrics / results.TRAIN_METRICS), str(metrics / results.TRAIN_HISTORY)}
     assert _outs(stages["evaluate"], ds) == {str(metrics / name) for name in (
@@ -176,6 +176,7 @@ def test_outs_match_the_modules_that_own_them():
                                                              paths.SUMMARY_DICE_CSV, paths.SUMMARY_PNG)}
     split_deps = {d.replace("${item}", ds) for d in stages["split"]["do"]["deps"]}
     assert str(paths.converted_dir(ds) / converted.MANIFEST) in split_deps
+    assert str(paths.converted_dir(ds) / converted.IMAGES) in split_deps  # the leak audit hashes them
     assert str(paths.augmented_dir(ds) / shards.MANIFEST) in split_deps
 
 

@@ -7,6 +7,10 @@ image_class) and the augmented manifest (id, source_id). Output, written to
 
 ``id, source_id, group, image_class, kind (original|augmented), split, fold``
 
+Groups the leak audit linked (``medseg.data.audit``: near-duplicate images
+in different groups) are first merged, given as ``merged`` (group -> merged
+group); the table's ``group`` column then holds the merged group's name.
+
 Rules: every image of a group lands in one split; with ``test_groups``
 (a published protocol) the groups it matches are the test set, else groups
 are drawn per image-level class so each split keeps the class mix where counts allow;
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -66,16 +71,27 @@ def _stable_order(groups: pd.Series, seed: int) -> pd.Series:
     return groups.map(lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
 
 
-def assign_groups(originals: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """Return a table group -> image_class, split, fold."""
-    groups = _group_table(originals)
+def merge(originals: pd.DataFrame, merged: Mapping[str, str]) -> pd.DataFrame:
+    """``originals`` with each group replaced by its merged group (groups not in ``merged`` stay)."""
+    return originals.assign(group=originals["group"].map(lambda g: merged.get(g, g)))
+
+
+def assign_groups(originals: pd.DataFrame, cfg: SplitConfig, merged: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Return a table group -> image_class, split, fold, with the groups of ``merged`` merged first.
+
+    A merged group is in ``test_groups`` when any of its members is, so a
+    published test set keeps every image it names.
+    """
+    merged = merged or {}
+    groups = _group_table(merge(originals, merged))
     groups["key"] = _stable_order(groups["group"], cfg.seed)
     groups = groups.sort_values(["image_class", "key"]).reset_index(drop=True)
     groups["split"] = "train"
     total = len(groups)
     draws = (("test", cfg.test), ("valid", cfg.valid))
     if cfg.test_groups:
-        named = groups["group"].map(lambda g: re.search(cfg.test_groups, g) is not None)
+        tested = {merged.get(g, g) for g in originals["group"].unique() if re.search(cfg.test_groups, g)}
+        named = groups["group"].isin(tested)
         if not named.any() or named.all():
             raise DataError(PARAMS_FILE, f"split.test_groups {cfg.test_groups!r} matches {int(named.sum())} of "
                                          f"{total} patient groups, e.g. {sorted(groups['group'])[:4]}")
@@ -106,9 +122,11 @@ def _folds(groups: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     return fold
 
 
-def split_table(originals: pd.DataFrame, augmented: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """The full split table for originals and augmented copies."""
-    groups = assign_groups(originals, cfg).set_index("group")
+def split_table(originals: pd.DataFrame, augmented: pd.DataFrame, cfg: SplitConfig,
+                merged: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The full split table for originals and augmented copies; ``merged``: groups the audit joined."""
+    groups = assign_groups(originals, cfg, merged).set_index("group")
+    originals = merge(originals, merged or {})
     orig = originals[["id", "group", "image_class"]].assign(source_id=originals["id"], kind="original")
     orig["split"] = orig["group"].map(groups["split"])
     orig["fold"] = orig["group"].map(groups["fold"])

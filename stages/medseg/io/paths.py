@@ -51,6 +51,11 @@ def split_file(dataset: str) -> Path:
     return DATA / "split" / f"{dataset}.csv"
 
 
+def audit_file(dataset: str) -> Path:
+    """``split`` output: the leak audit's near-duplicates and merged groups, one small JSON kept in git."""
+    return DATA / "split" / f"{dataset}_audit.json"
+
+
 def model_dir(dataset: str) -> Path:
     """``train`` output: the checkpoint(s) and the MLflow run they were logged to."""
     return MODELS / dataset
