@@ -15,9 +15,18 @@ class AuditConfig(Strict):
     duplicates: Literal["merge", "refuse", "off"] = Field(
         "merge", description="merge: their groups become one (before the split); refuse: stop with an error "
                              "naming both files; off: no audit")
-    max_distance: int = Field(4, ge=0, le=63, description="Hamming distance (of 64 hash bits) at or below which "
-                                                         "two images, or one and the other's flip or inversion, "
-                                                         "count as duplicates")
+    hash_size: int = Field(16, ge=4, le=32, description="the perceptual hash holds the hash_size x hash_size lowest "
+                                                        "DCT frequencies of the image resized to 4 x hash_size "
+                                                        "square (imagehash's phash; 8 is its 64-bit default)")
+    max_distance: int = Field(24, ge=0, description="Hamming distance (of hash_size^2 bits) at or below which two "
+                                                    "images, or one and the other's flip or inversion, count as "
+                                                    "duplicates")
+
+    @model_validator(mode="after")
+    def _within_the_hash(self) -> AuditConfig:
+        if self.max_distance >= self.hash_size ** 2:
+            raise ValueError(f"max_distance: must be below the {self.hash_size ** 2} bits of the hash")
+        return self
 
 
 class SplitConfig(Strict):

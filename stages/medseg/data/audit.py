@@ -3,10 +3,11 @@
 A patient-group split only keeps the test set unseen if one picture never
 sits in two groups. Datasets break that quietly: the same scan exported
 twice, a mirrored copy, a negative. The split stage therefore hashes every
-converted image (``phash``: a 64-bit DCT perceptual hash, as imagehash's
-``phash``, taken from the greyscale image resized to 32x32) together with
-its horizontal flip and its intensity inversion (255 - x), and compares
-every image's own hash with every other image's three hashes.
+converted image (``phash``: a DCT perceptual hash as imagehash's ``phash``,
+the lowest ``hash_size`` x ``hash_size`` frequencies of the greyscale image
+resized to ``4 * hash_size`` square) together with its horizontal flip and
+its intensity inversion (255 - x), and compares every image's own hash
+with every other image's three hashes.
 
 Input: the converted dataset (``medseg.data.converted``) and
 ``split.audit``. Output: an ``Audit``: the pairs of images in different
@@ -18,10 +19,11 @@ which the split then treats as one group. ``write_audit`` writes it to
 ``DataError`` instead, naming both files.
 
 A hash sees layout, not identity: images without structure (blank frames)
-hash alike and would be merged, and the threshold must stay below the
-distance of the closest distinct images of a modality (fundus photos share
-their round field of view; see ``tests/data/test_audit.py`` for the
-measurements on the shared datasets).
+hash alike and would be merged. Scans that share a field of view (the fan
+of a curvilinear probe, the round field of a fundus camera) differ in
+detail only, so the 64-bit hash (``hash_size`` 8) puts distinct ones as
+close as a JPEG re-encoding puts copies (4 bits); 256 bits keep them apart
+by a wide margin (``tests/data/test_audit.py`` holds the measurements).
 """
 from __future__ import annotations
 
@@ -42,40 +44,42 @@ from medseg.io.tables import write_json
 
 log = logging.getLogger(__name__)
 
-HASH_SIDE = 32  # the image is reduced to HASH_SIDE x HASH_SIDE before the DCT
-LOW = 8         # the LOW x LOW lowest frequencies give the 64 bits
+SHRINK = 4  # the image is reduced to (SHRINK * hash_size) square before the DCT, as imagehash does
 # What an image is compared as: itself, mirrored left-right, and as a negative.
 VARIANTS = ("same", "flip", "inversion")
 MERGED_JOIN = "+"  # a merged group is named by its members, sorted and joined
 
 
 # --------------------------------------------------------------------------- hashing
-def phash(image: np.ndarray) -> np.ndarray:
-    """64 bits (bool, row-major over the 8x8 low frequencies) of a uint8 (H, W) or (H, W, 3) RGB image.
+def phash(image: np.ndarray, size: int) -> np.ndarray:
+    """``size``² bits (bool, row-major over the lowest ``size`` x ``size`` DCT frequencies) of a uint8 (H, W)
+    or (H, W, 3) RGB image.
 
-    A bit is set where the DCT coefficient exceeds the median of the 63 AC
+    A bit is set where the DCT coefficient exceeds the median of the AC
     coefficients. Leaving the DC term (the mean brightness) out of the median
     makes the hash of ``255 - x`` the complement of that of ``x``; the DC bit
-    itself is always 0, so distances count the 63 informative bits.
+    itself is always 0. With an odd number of AC terms every hash sets the
+    same number of bits, so distances are even.
     """
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(grey, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:LOW, :LOW].ravel()
+    side = SHRINK * size
+    small = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:size, :size].ravel()
     bits = low > np.median(low[1:])
     bits[0] = False
     return bits
 
 
-def variant_hashes(image: np.ndarray) -> np.ndarray:
-    """(3, 64) bool: the hashes of the image, its horizontal flip and its inversion, in ``VARIANTS`` order."""
-    return np.stack([phash(image), phash(image[:, ::-1]), phash(255 - image)])
+def variant_hashes(image: np.ndarray, size: int) -> np.ndarray:
+    """(3, size²) bool: the hashes of the image, its horizontal flip and its inversion, in ``VARIANTS`` order."""
+    return np.stack([phash(image, size), phash(image[:, ::-1], size), phash(255 - image, size)])
 
 
-def hash_images(paths: list[Path]) -> np.ndarray:
-    """(N, 3, 64) bool hashes of the images at ``paths`` (a few ms per image: no worker pool needed)."""
+def hash_images(paths: list[Path], size: int) -> np.ndarray:
+    """(N, 3, size²) bool hashes of the images at ``paths`` (a few ms per image: no worker pool needed)."""
     if not paths:
-        return np.zeros((0, len(VARIANTS), LOW * LOW), bool)
-    return np.stack([variant_hashes(read_png(p)) for p in paths])
+        return np.zeros((0, len(VARIANTS), size * size), bool)
+    return np.stack([variant_hashes(read_png(p), size) for p in paths])
 
 
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -174,7 +178,7 @@ def audit_duplicates(dataset: ConvertedDataset, cfg: AuditConfig) -> Audit:
     n_groups = manifest["group"].nunique()
     if cfg.duplicates == "off":
         return Audit(cfg, len(manifest), n_groups)
-    hashes = hash_images([dataset.root / p for p in manifest["image"]])
+    hashes = hash_images([dataset.root / p for p in manifest["image"]], cfg.hash_size)
     matches, closest = cross_group_matches(list(manifest["id"]), list(manifest["group"]), hashes, cfg.max_distance)
     if matches and cfg.duplicates == "refuse":
         raise DataError(PARAMS_FILE, _refusal(dataset, matches, cfg))
@@ -186,8 +190,8 @@ def _refusal(dataset: ConvertedDataset, matches: list[Match], cfg: AuditConfig) 
                       f"{m.variant}, distance {m.distance}" for m in matches[:5])
     more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
     return (f"split.audit.duplicates is refuse and {len(matches)} image pair(s) in different patient groups are "
-            f"near-duplicates (hash distance <= {cfg.max_distance} of 64 bits): {pairs}{more}. Fix the groups, or "
-            "set split.audit.duplicates: merge to keep each pair on one side of the split")
+            f"near-duplicates (hash distance <= {cfg.max_distance} of {cfg.hash_size ** 2} bits): {pairs}{more}. "
+            "Fix the groups, or set split.audit.duplicates: merge to keep each pair on one side of the split")
 
 
 def _file(dataset: ConvertedDataset, sid: str) -> str:
@@ -208,12 +212,14 @@ def audit_record(audit: Audit, manifest: pd.DataFrame) -> dict[str, Any]:
                 "group": group}
 
     merged = sorted(set(audit.merged.values()))
+    size = audit.config.hash_size
     variants = [m.variant for m in audit.matches]
     return {
         "duplicates": audit.config.duplicates,
         "max_distance": audit.config.max_distance,
-        "hash": f"DCT perceptual hash, {LOW * LOW} bits from {HASH_SIDE}x{HASH_SIDE} greyscale; variants "
-                f"{list(VARIANTS)}",
+        "hash_size": size,
+        "hash": f"DCT perceptual hash, {size * size} bits from {SHRINK * size}x{SHRINK * size} greyscale; "
+                f"variants {list(VARIANTS)}",
         "counts": {"images": audit.images, "groups": audit.groups, "matches": len(audit.matches),
                    "by_variant": {v: variants.count(v) for v in VARIANTS},
                    "merged_groups": len(merged), "groups_after": audit.groups - len(audit.merged) + len(merged)},
