@@ -27,7 +27,6 @@ by a wide margin (``tests/data/test_audit.py`` holds the measurements).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,6 @@ from medseg.data.converted import ConvertedDataset
 from medseg.io.errors import DataError
 from medseg.io.images import read_png
 from medseg.io.tables import write_json
-
-log = logging.getLogger(__name__)
 
 SHRINK = 4  # the image is reduced to (SHRINK * hash_size) square before the DCT, as imagehash does
 # What an image is compared as: itself, mirrored left-right, and as a negative.
