@@ -24,7 +24,7 @@ WORKFLOWS = REPO / ".github" / "workflows"
 ACTIVATE = ". .venv/bin/activate && "
 DS = "synthetic"
 # Results the retraining commits to git (outputs with `cache: false` and dvc.lock).
-GIT_RESULTS = ("dvc.lock", f"data/split/{DS}.csv", f"metrics/datasets/{DS}/eval.json",
+GIT_RESULTS = ("dvc.lock", f"data/split/{DS}.csv", f"data/split/{DS}_audit.json", f"metrics/datasets/{DS}/eval.json",
                f"metrics/datasets/{DS}/train.json", f"metrics/datasets/{DS}/train_history.csv",
                "metrics/summary.json")
 
