@@ -104,13 +104,19 @@ Annotation = Annotated[
 
 
 class FolderLayout(Strict):
-    """Where images and masks are, and how a mask is paired to its image."""
+    """Where images and masks are, and how a mask is paired to its image.
+
+    With ``class_folders`` the dataset root holds one folder per image-level
+    class and ``images``/``masks`` are taken inside each (``.`` for images
+    and masks side by side, as BUSI is published).
+    """
 
     images: str = "images"
     masks: str = "masks"
     mask_name: str = Field("{stem}", description="mask file stem, e.g. '{stem}_mask'")
     image_exts: list[str] = list(IMAGE_EXTS)
     mask_exts: list[str] = [*IMAGE_EXTS, ".gif"]
+    class_folders: list[str] = Field([], description="folders of the dataset root, one per image-level class")
 
     @field_validator("mask_name")
     @classmethod
@@ -119,16 +125,27 @@ class FolderLayout(Strict):
             raise ValueError("must contain '{stem}'")
         return v
 
+    @field_validator("class_folders")
+    @classmethod
+    def _plain_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or name in {".", ".."} or "/" in name or "\\" in name:
+                raise ValueError(f"{name!r} is not a folder name (one folder directly under the dataset root)")
+        if len(set(v)) != len(v):
+            raise ValueError("folder names must be unique")
+        return v
+
 
 class ImageClassRule(Strict):
     """How the image-level class (used to stratify splits) is derived.
 
     ``annotation``: from the annotation itself (AUL folder); ``mask``: the
     foreground class with most pixels, ``empty`` when there is none;
-    ``fixed``: ``value`` for every image.
+    ``fixed``: ``value`` for every image; ``folder``: the name of the image's
+    class folder (``layout.class_folders``).
     """
 
-    source: Literal["annotation", "mask", "fixed"] = "mask"
+    source: Literal["annotation", "mask", "fixed", "folder"] = "mask"
     empty: str = "normal"
     value: str | None = None
 
@@ -187,6 +204,8 @@ class ConvertConfig(Strict):
             raise ValueError(f"layout: required for annotation format {self.annotation.format!r}")
         if self.image_class.source == "annotation" and not isinstance(self.annotation, AulAnnotation):
             raise ValueError("image_class.source: 'annotation' only works with format 'aul_polygons'")
+        if self.image_class.source == "folder" and not (self.layout and self.layout.class_folders):
+            raise ValueError("image_class.source: 'folder' needs layout.class_folders")
         return self
 
 

@@ -53,6 +53,8 @@ def _image_class(label: np.ndarray, sample: Sample, cfg: ConvertConfig, counts: 
         return rule.value
     if rule.source == "annotation":
         return cfg.annotation.image_classes[sample.folder]
+    if rule.source == "folder":
+        return sample.folder
     fg = counts[1:]
     return cfg.classes[1 + int(fg.argmax())] if fg.any() else rule.empty
 

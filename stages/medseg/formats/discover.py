@@ -2,7 +2,9 @@
 
 Two layouts: the fixed AUL layout (``medseg.formats.aul``) and a folder
 layout configured in params (images folder, masks folder, a mask-name
-pattern such as ``{stem}_mask``). Groups come from ``group_regex`` on the
+pattern such as ``{stem}_mask``), either at the dataset root or inside
+each of its class folders (``layout.class_folders``; ids then start with
+the class). Groups come from ``group_regex`` on the
 image stem (else each image is its own group); ids must be unique. The
 result is a list of ``Sample`` plus a list of problems; whether a problem
 stops the stage is decided by the caller.
@@ -43,13 +45,40 @@ def _by_stem(folder: Path, exts: list[str]) -> dict[str, list[Path]]:
 
 
 def _discover_folders(root: Path, layout: FolderLayout) -> Discovery:
+    if not layout.class_folders:
+        return _discover_pairs(root, layout)
+    missing = [name for name in layout.class_folders if not (root / name).is_dir()]
+    if missing:
+        raise DataError(display_path(root / missing[0]), "class folder not found (layout.class_folders lists "
+                                                         f"{layout.class_folders})")
+    found = Discovery([], [], [])
+    for name in layout.class_folders:
+        part = _discover_pairs(root / name, layout, name)
+        found.samples += part.samples
+        found.problems += part.problems
+        found.notes += [f"{name}: {note}" for note in part.notes]
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in layout.class_folders)
+    if others:
+        found.notes.append(f"folders not in layout.class_folders, not read: {others}")
+    return found
+
+
+def _sample_id(stem: str, folder: str) -> str:
+    """The stem, prefixed with its class folder unless it already starts with it (BUSI's 'benign (1)')."""
+    sid = safe_id(stem)
+    prefix = safe_id(folder) if folder else ""
+    return sid if not prefix or sid == prefix or sid.startswith(f"{prefix}_") else f"{prefix}_{sid}"
+
+
+def _discover_pairs(root: Path, layout: FolderLayout, folder: str = "") -> Discovery:
+    """Image/mask pairs under ``root`` (the dataset root, or one class folder of it)."""
     image_dir, mask_dir = root / layout.images, root / layout.masks
     for d in (image_dir, mask_dir):
         if not d.is_dir():
             raise DataError(display_path(d), "folder not found (see the dataset's 'layout' in params.yaml)")
     images = _by_stem(image_dir, layout.image_exts)
     masks = _by_stem(mask_dir, layout.mask_exts)
-    if image_dir == mask_dir:
+    if image_dir.resolve() == mask_dir.resolve():
         # Images and masks side by side: a mask is not an image of its own.
         mask_stems = {layout.mask_name.format(stem=s) for s in images}
         images = {s: p for s, p in images.items() if s not in mask_stems}
@@ -70,7 +99,8 @@ def _discover_folders(root: Path, layout: FolderLayout) -> Discovery:
             problems.append(DataError(display_path(files[0]), "two mask candidates: "
                                       + ", ".join(display_path(c.name) for c in candidates)))
             continue
-        samples.append(Sample(id=safe_id(stem), group="", image=files[0], mask=candidates[0]))
+        samples.append(Sample(id=_sample_id(stem, folder), group="", image=files[0], mask=candidates[0],
+                              folder=folder))
     unpaired = sorted(set(masks) - used)
     notes = [f"{len(unpaired)} mask file(s) without an image, e.g. {unpaired[:3]}"] if unpaired else []
     return Discovery(samples, problems, notes)

@@ -17,7 +17,7 @@ class Sample:
     image: Path
     mask: Path | None = None  # folder layout
     polygons: dict[str, Path] = field(default_factory=dict)  # AUL: outline/liver/mass -> JSON
-    folder: str = ""  # AUL class folder
+    folder: str = ""  # class folder (AUL, or layout.class_folders)
 
 
 @dataclass
