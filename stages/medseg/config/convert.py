@@ -113,7 +113,8 @@ class FolderLayout(Strict):
 
     images: str = "images"
     masks: str = "masks"
-    mask_name: str = Field("{stem}", description="mask file stem, e.g. '{stem}_mask'")
+    mask_name: str = Field("{stem}", description="mask file stem, e.g. '{stem}_mask'; a final '*' also takes "
+                                                 "'{stem}_mask_1', '{stem}_mask_2'... and merges them")
     image_exts: list[str] = list(IMAGE_EXTS)
     mask_exts: list[str] = [*IMAGE_EXTS, ".gif"]
     class_folders: list[str] = Field([], description="folders of the dataset root, one per image-level class")
@@ -123,6 +124,8 @@ class FolderLayout(Strict):
     def _has_stem(cls, v: str) -> str:
         if "{stem}" not in v:
             raise ValueError("must contain '{stem}'")
+        if "*" in v.rstrip("*") or v.endswith("**"):
+            raise ValueError(f"{v!r}: '*' may only end the name (as in '{{stem}}_mask*')")
         return v
 
     @field_validator("class_folders")

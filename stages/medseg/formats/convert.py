@@ -5,7 +5,8 @@
 ``aul``) and writes a converted dataset (``medseg.data.converted``) into
 ``out``, an empty folder the caller later moves into place. Its
 ``report.json`` holds the classes and channels, counts per image class and
-class, skipped files and why, snapped pixels, and the dataset quirks applied.
+class, skipped files and why, snapped pixels, how many mask files each
+image had (several are merged), and the dataset quirks applied.
 
 Samples are converted in a process pool; the output does not depend on the
 number of workers.
@@ -29,7 +30,7 @@ from medseg.io.parallel import ordered_map
 
 from .aul import aul_label
 from .discover import discover
-from .masks import decode_mask
+from .masks import Decoded, decode_mask, merge_masks
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Converted:
     row: dict
     snapped: int
     quirk: str | None = None
+    mask_files: int = 0  # folder layouts: the masks merged into this label map
 
 
 def default_workers() -> int:
@@ -59,6 +61,14 @@ def _image_class(label: np.ndarray, sample: Sample, cfg: ConvertConfig, counts: 
     return cfg.classes[1 + int(fg.argmax())] if fg.any() else rule.empty
 
 
+def _decode(path: Path, sample: Sample, shape: tuple[int, int], cfg: ConvertConfig) -> Decoded:
+    stored = read_mask(path, cfg.max_pixels)
+    if stored.shape != shape:
+        raise DataError(display_path(path), f"mask is {stored.shape[1]}x{stored.shape[0]} but image "
+                                            f"{display_path(sample.image.name)} is {shape[1]}x{shape[0]}")
+    return decode_mask(stored, cfg.annotation, cfg.classes, path)
+
+
 def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> Converted:
     """Read, decode and write one sample; raise ``DataError`` on any problem."""
     image = read_image(sample.image, cfg.channels, cfg.max_pixels)
@@ -67,20 +77,16 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
     if isinstance(cfg.annotation, AulAnnotation):
         label, quirk = aul_label(sample, shape, cfg.annotation, cfg.classes)
     else:
-        stored = read_mask(sample.mask, cfg.max_pixels)
-        if stored.shape != shape:
-            raise DataError(display_path(sample.mask), f"mask is {stored.shape[1]}x{stored.shape[0]} but image "
-                                                       f"{display_path(sample.image.name)} is {shape[1]}x{shape[0]}")
-        decoded = decode_mask(stored, cfg.annotation, cfg.classes, sample.mask)
+        decoded = merge_masks([(_decode(path, sample, shape, cfg), path) for path in sample.masks], cfg.classes)
         label, snapped = decoded.label, decoded.snapped
     counts = np.bincount(label.ravel(), minlength=len(cfg.classes))
     converted.write_sample(out, sample.id, image, label)
     row = converted.manifest_row(
         sample.id, sample.group, _image_class(label, sample, cfg, counts), shape,
         source_image=display_path(sample.image.relative_to(raw)),
-        source_mask=display_path(sample.mask.relative_to(raw)) if sample.mask else "",
+        source_mask=";".join(display_path(m.relative_to(raw)) for m in sample.masks),
         pixels=counts, classes=cfg.classes)
-    return Converted(row, snapped, quirk)
+    return Converted(row, snapped, quirk, len(sample.masks))
 
 
 def _convert_or_error(args: tuple[Sample, ConvertConfig, Path, Path]) -> Converted | DataError:
@@ -134,6 +140,8 @@ def _report(done: list[Converted], problems: list[DataError], notes: list[str], 
         "class_pixels": {name: int(manifest[f"px_{name}"].sum()) for name in cfg.classes},
         "snapped_pixels": int(sum(snapped.values())),
         "snapped_files": snapped,
+        "masks_per_image": {str(n): k for n, k in sorted(Counter(c.mask_files for c in done if c.mask_files).items())},
+        "several_masks": {c.row["source_image"]: c.mask_files for c in done if c.mask_files > 1},
         "skipped": [{"file": str(p.path), "problem": p.problem} for p in problems],
         "quirks": sorted(c.quirk for c in done if c.quirk),
         "notes": notes,

@@ -7,7 +7,8 @@ masks such as JPEG). A value beyond the tolerance raises ``DataError`` that
 names the file, the value and how many pixels have it.
 
 Formats: ``rgb`` colour maps, ``grey`` level maps, ``binary`` with a
-threshold, ``palette`` (indexed PNG). AUL's polygon annotations are read by
+threshold, ``palette`` (indexed PNG). ``merge_masks`` joins the several
+masks of one image. AUL's polygon annotations are read by
 ``medseg.formats.aul``.
 """
 from __future__ import annotations
@@ -149,3 +150,24 @@ DECODERS = {"rgb": decode_rgb, "grey": decode_grey, "binary": decode_binary, "pa
 def decode_mask(mask: RawMask, ann, classes: Sequence[str], path: Path) -> Decoded:
     """Dispatch on ``ann.format``."""
     return DECODERS[ann.format](mask, ann, classes, path)
+
+
+def merge_masks(decoded: Sequence[tuple[Decoded, Path]], classes: Sequence[str]) -> Decoded:
+    """One label map from several masks of one image (the union of each class's pixels).
+
+    A pixel that two masks give different foreground classes raises
+    ``DataError`` naming both files.
+    """
+    label = decoded[0][0].label.copy()
+    owner = np.where(label > 0, 0, -1)
+    for k, (part, path) in enumerate(decoded[1:], start=1):
+        clash = (part.label > 0) & (label > 0) & (part.label != label)
+        if clash.any():
+            y, x = (int(c[0]) for c in np.nonzero(clash))
+            other = decoded[int(owner[y, x])][1]
+            raise DataError(display_path(path), f"{int(clash.sum())} pixel(s) are {classes[part.label[y, x]]!r} "
+                                                f"here but {classes[label[y, x]]!r} in {display_path(other.name)} "
+                                                f"(first at x={x}, y={y}); the masks of one image disagree")
+        fg = part.label > 0
+        label[fg], owner[fg] = part.label[fg], k
+    return Decoded(label, sum(part.snapped for part, _ in decoded))
