@@ -1,6 +1,7 @@
 """Folder layouts beyond one images/masks pair: class folders, several masks per image, image classes."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from conftest import ramp, save
-from medseg.config import ConvertConfig
+from conftest import REPO, ramp, save, shared_dataset
+from medseg.config import ConvertConfig, ImageClassRule, load_params
 from medseg.formats.convert import convert_dataset
+from medseg.formats.discover import discover
 from medseg.io.errors import DataError
 
 CLASSES = ["background", "lesion"]
@@ -147,3 +149,82 @@ def test_a_mask_two_images_would_claim_is_an_error(tmp_path):
 def test_a_star_may_only_end_the_mask_name(name):
     with pytest.raises(ValidationError, match="may only end the name"):
         cfg({"mask_name": name}, {"source": "mask"})
+
+
+# --------------------------------------------------------------------------- image class from the name or a CSV
+def flat(raw: Path, *stems: str) -> None:
+    for stem in stems:
+        save(raw / "images" / f"{stem}.png", ramp(24, 32, 1))
+        save(raw / "masks" / f"{stem}.png", square())
+
+
+FLAT = {"images": "images", "masks": "masks", "mask_name": "{stem}"}
+
+
+def test_image_class_from_a_regex_on_the_name(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    flat(raw, "p1_benign_3", "p2_malignant_1")
+    convert_dataset(raw, out, cfg(FLAT, {"source": "regex", "pattern": r"_(benign|malignant)_"}), workers=1)
+    assert manifest(out)["image_class"].tolist() == ["benign", "malignant"]
+    flat(raw, "p3_other")
+    with pytest.raises(DataError, match=r"p3_other.png: name does not match image_class.pattern"):
+        convert_dataset(raw, tmp_path / "out2", cfg(FLAT, {"source": "regex", "pattern": r"_(benign|malignant)_"}),
+                        workers=1)
+
+
+CSV_RULE = {"source": "csv", "path": "meta/diagnosis.csv", "id_column": "id", "class_column": "TI-RADS",
+            "id_pattern": r"^(\d+)_", "unknown": "unknown"}
+
+
+def test_image_class_from_a_csv_with_blanks_as_unknown(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    flat(raw, "1_1", "2_1(1)", "2_1(2)", "10_1")
+    (raw / "meta").mkdir()
+    (raw / "meta" / "diagnosis.csv").write_text("id,TI-RADS\n1,\n2,4a\n10,5\n")
+    report = convert_dataset(raw, out, cfg(FLAT, CSV_RULE), workers=1)
+    assert dict(zip(manifest(out)["id"], manifest(out)["image_class"], strict=True)) == {
+        "10_1": "5", "1_1": "unknown", "2_1_1": "4a", "2_1_2": "4a"}
+    assert report["image_classes"] == {"4a": 2, "5": 1, "unknown": 1}
+    with pytest.raises(DataError, match=r"1_1.png: blank 'TI-RADS' for '1'"):
+        convert_dataset(raw, tmp_path / "out2", cfg(FLAT, {**CSV_RULE, "unknown": None}), workers=1)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("id,diagnosis\n1,2\n", "diagnosis.csv: no column 'TI-RADS' \\(image_class.class_column\\); the columns are"),
+    ("id,TI-RADS\n1,2\n1,3\n", "diagnosis.csv: id\\(s\\) listed twice in column 'id': \\['1'\\]"),
+    ("id,TI-RADS\n3,2\n", "1_1.png: no row with id '1' in .*diagnosis.csv"),
+    (None, "diagnosis.csv: image_class CSV not found"),
+])
+def test_csv_problems_name_the_file(tmp_path, text, message):
+    raw = tmp_path / "raw"
+    flat(raw, "1_1")
+    (raw / "meta").mkdir()
+    if text is not None:
+        (raw / "meta" / "diagnosis.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        convert_dataset(raw, tmp_path / "out", cfg(FLAT, CSV_RULE), workers=1)
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ({"source": "csv", "path": "d.csv", "id_column": "id"}, "source 'csv' needs 'class_column'"),
+    ({**CSV_RULE, "path": "../d.csv"}, "must be relative to the dataset's raw folder"),
+    ({"source": "regex", "pattern": "benign"}, "needs a capture group for the class"),
+    ({"source": "regex", "pattern": "(a", "value": "x"}, "invalid regex"),
+    ({"source": "fixed", "value": "x", "pattern": "(a)"}, "'pattern': not used by source 'fixed'"),
+    ({"source": "fixed"}, "source 'fixed' needs 'value'"),
+])
+def test_image_class_options_are_validated(rule, message):
+    with pytest.raises(ValidationError, match=message):
+        cfg(FLAT, rule)
+
+
+def test_ddti_diagnosis_csv_classes_every_image(tmp_path):
+    raw = shared_dataset("ddti-thyroid")
+    profile = load_params(REPO / "params.yaml").dataset("ddti-thyroid").convert
+    rule = {"source": "csv", "path": "diagnosis.csv", "id_column": "id", "class_column": "TI-RADS",
+            "id_pattern": r"^(\d+)_", "unknown": "unknown"}
+    found = discover(raw, profile.model_copy(update={"image_class": ImageClassRule(**rule)}))
+    assert found.problems == [] and len(found.samples) == 655
+    classes = Counter(s.image_class for s in found.samples)
+    assert set(classes) == {"2", "3", "4a", "4b", "4c", "5", "unknown"}
+    assert next(s.image_class for s in found.samples if s.image.stem == "3_1") == "4a"  # diagnosis.csv: 3,4a

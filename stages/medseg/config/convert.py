@@ -9,6 +9,7 @@ dataset's ``source``.
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -139,24 +140,75 @@ class FolderLayout(Strict):
         return v
 
 
+def _check_regex(v: str | None, what: str) -> str | None:
+    if v is None:
+        return v
+    try:
+        compiled = re.compile(v)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {v!r}: {exc}") from exc
+    if compiled.groups < 1:
+        raise ValueError(f"regex {v!r} needs a capture group for {what}")
+    return v
+
+
 class ImageClassRule(Strict):
     """How the image-level class (used to stratify splits) is derived.
 
     ``annotation``: from the annotation itself (AUL folder); ``mask``: the
     foreground class with most pixels, ``empty`` when there is none;
     ``fixed``: ``value`` for every image; ``folder``: the name of the image's
-    class folder (``layout.class_folders``).
+    class folder (``layout.class_folders``); ``regex``: group 1 of
+    ``pattern`` on the image stem; ``csv``: the ``class_column`` of the row
+    of a metadata table whose ``id_column`` is the image's id (the stem, or
+    group 1 of ``id_pattern`` on it), a blank cell giving ``unknown``.
     """
 
-    source: Literal["annotation", "mask", "fixed", "folder"] = "mask"
+    source: Literal["annotation", "mask", "fixed", "folder", "regex", "csv"] = "mask"
     empty: str = "normal"
     value: str | None = None
+    pattern: str | None = Field(None, description="regex on the image stem; group 1 is the class")
+    path: str | None = Field(None, description="CSV file, relative to the dataset's raw folder")
+    id_column: str | None = None
+    class_column: str | None = None
+    id_pattern: str | None = Field(None, description="regex on the image stem; group 1 is its id in the CSV")
+    unknown: str | None = Field(None, min_length=1, description="class of a blank CSV cell; unset: a blank is "
+                                                                "an error")
+
+    @field_validator("pattern")
+    @classmethod
+    def _class_regex(cls, v: str | None) -> str | None:
+        return _check_regex(v, "the class")
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _id_regex(cls, v: str | None) -> str | None:
+        return _check_regex(v, "the id")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_raw(cls, v: str | None) -> str | None:
+        if v is not None and (PurePosixPath(v).is_absolute() or ".." in PurePosixPath(v).parts):
+            raise ValueError(f"{v!r} must be relative to the dataset's raw folder, without '..' (fetch copies the "
+                             "file there, so DVC tracks it)")
+        return v
 
     @model_validator(mode="after")
-    def _fixed_has_value(self) -> ImageClassRule:
-        if self.source == "fixed" and not self.value:
-            raise ValueError("source 'fixed' needs 'value'")
+    def _fields_of_the_source(self) -> ImageClassRule:
+        needed = _RULE_FIELDS.get(self.source, ())
+        missing = [f for f in needed if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"source {self.source!r} needs {', '.join(repr(f) for f in missing)}")
+        allowed = {"source", "empty", *needed, *_OPTIONAL.get(self.source, ())}
+        foreign = sorted(self.model_fields_set - allowed)
+        if foreign:
+            raise ValueError(f"{', '.join(repr(f) for f in foreign)}: not used by source {self.source!r}")
         return self
+
+
+# The fields each image-class source needs, and those it may take.
+_RULE_FIELDS = {"fixed": ("value",), "regex": ("pattern",), "csv": ("path", "id_column", "class_column")}
+_OPTIONAL = {"csv": {"id_pattern", "unknown"}}
 
 
 class ConvertConfig(Strict):
@@ -185,15 +237,7 @@ class ConvertConfig(Strict):
     @field_validator("group_regex")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            compiled = re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"invalid regex {v!r}: {exc}") from exc
-        if compiled.groups < 1:
-            raise ValueError(f"regex {v!r} needs a capture group for the patient id")
-        return v
+        return _check_regex(v, "the patient id")
 
     @model_validator(mode="after")
     def _consistent(self) -> ConvertConfig:

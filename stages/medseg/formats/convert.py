@@ -55,8 +55,8 @@ def _image_class(label: np.ndarray, sample: Sample, cfg: ConvertConfig, counts: 
         return rule.value
     if rule.source == "annotation":
         return cfg.annotation.image_classes[sample.folder]
-    if rule.source == "folder":
-        return sample.folder
+    if sample.image_class:  # folder, regex or csv: known at discovery
+        return sample.image_class
     fg = counts[1:]
     return cfg.classes[1 + int(fg.argmax())] if fg.any() else rule.empty
 

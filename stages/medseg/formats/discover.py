@@ -22,6 +22,7 @@ from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
 from .aul import discover_aul
+from .image_class import assign_image_classes
 from .samples import Discovery, Sample, safe_id
 
 
@@ -31,6 +32,7 @@ def discover(root: Path, cfg: ConvertConfig) -> Discovery:
     else:
         found = _discover_folders(root, cfg.layout)
     _assign_groups(found, cfg.group_regex)
+    assign_image_classes(found, cfg.image_class, root)
     _check_unique_ids(found)
     return found
 

@@ -18,6 +18,7 @@ class Sample:
     masks: tuple[Path, ...] = ()  # folder layout: one, or several to merge
     polygons: dict[str, Path] = field(default_factory=dict)  # AUL: outline/liver/mass -> JSON
     folder: str = ""  # class folder (AUL, or layout.class_folders)
+    image_class: str = ""  # when known from the name or metadata (medseg.formats.image_class)
 
 
 @dataclass
