@@ -83,8 +83,12 @@ def test_grey_refuses_colour_and_palette_masks():
     colour[0, 0] = (255, 0, 0)
     with pytest.raises(DataError, match="colour mask"):
         decode_mask(RawMask(colour, "RGB"), ann, CLASSES, P)
+    pal = np.zeros((256, 3), np.uint8)
+    pal[1] = (255, 0, 0)
     with pytest.raises(DataError, match="palette"):
-        decode_mask(RawMask(np.zeros((1, 1), np.uint8), "P", np.zeros((256, 3), np.uint8)), ann, CLASSES, P)
+        decode_mask(RawMask(np.array([[0, 1]], np.uint8), "P", pal), ann, CLASSES, P)
+    pal[1] = (255, 255, 255)  # a palette of greys (GIF's way of storing a grey mask) holds grey levels
+    assert decode_mask(RawMask(np.array([[0, 1]], np.uint8), "P", pal), ann, CLASSES, P).label.tolist() == [[0, 1]]
 
 
 def test_binary_threshold_and_jpeg_levels():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -211,6 +211,22 @@ _RULE_FIELDS = {"fixed": ("value",), "regex": ("pattern",), "csv": ("path", "id_
 _OPTIONAL = {"csv": {"id_pattern", "unknown"}}
 
 
+BitDepthRule = Literal["refuse", "minmax", "shift"]
+BIT_DEPTH_RULES: tuple[str, ...] = get_args(BitDepthRule)  # medseg.io.images implements each but 'refuse'
+
+
+class BitDepth(Strict):
+    """How an image of more than 8 bits per pixel (16-bit PNG or TIFF) becomes 8-bit.
+
+    ``refuse``: it stops the stage, naming the file; ``minmax``: each image's
+    own range onto 0..255 (contrast differs between images); ``shift``: the
+    top 8 of 16 bits, one scale for all (dark where fewer bits are used).
+    Masks are never scaled: they must be 8-bit.
+    """
+
+    rule: BitDepthRule = "refuse"
+
+
 class ConvertConfig(Strict):
     """How the convert stage reads one dataset: annotation format, classes, pairing, groups."""
 
@@ -222,6 +238,7 @@ class ConvertConfig(Strict):
     image_class: ImageClassRule = ImageClassRule()
     on_error: Literal["error", "skip"] = "error"
     max_pixels: int = Field(40_000_000, gt=0)
+    bit_depth: BitDepth = BitDepth()
 
     @field_validator("classes")
     @classmethod

@@ -25,7 +25,7 @@ import pandas as pd
 from medseg.config import AulAnnotation, ConvertConfig
 from medseg.data import converted
 from medseg.io.errors import DataError
-from medseg.io.images import display_path, read_image, read_mask
+from medseg.io.images import display_path, read_image_scaled, read_mask
 from medseg.io.parallel import ordered_map
 
 from .aul import aul_label
@@ -42,6 +42,7 @@ class Converted:
     snapped: int
     quirk: str | None = None
     mask_files: int = 0  # folder layouts: the masks merged into this label map
+    scaled: bool = False  # an image of more than 8 bits, brought to 8 by the bit_depth rule
 
 
 def default_workers() -> int:
@@ -71,7 +72,7 @@ def _decode(path: Path, sample: Sample, shape: tuple[int, int], cfg: ConvertConf
 
 def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> Converted:
     """Read, decode and write one sample; raise ``DataError`` on any problem."""
-    image = read_image(sample.image, cfg.channels, cfg.max_pixels)
+    image, scaled = read_image_scaled(sample.image, cfg.channels, cfg.max_pixels, cfg.bit_depth.rule)
     shape = image.shape[:2]
     quirk, snapped = None, 0
     if isinstance(cfg.annotation, AulAnnotation):
@@ -86,7 +87,7 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
         source_image=display_path(sample.image.relative_to(raw)),
         source_mask=";".join(display_path(m.relative_to(raw)) for m in sample.masks),
         pixels=counts, classes=cfg.classes)
-    return Converted(row, snapped, quirk, len(sample.masks))
+    return Converted(row, snapped, quirk, len(sample.masks), scaled)
 
 
 def _convert_or_error(args: tuple[Sample, ConvertConfig, Path, Path]) -> Converted | DataError:
@@ -141,6 +142,7 @@ def _report(done: list[Converted], problems: list[DataError], notes: list[str], 
         "snapped_pixels": int(sum(snapped.values())),
         "snapped_files": snapped,
         "masks_per_image": {str(n): k for n, k in sorted(Counter(c.mask_files for c in done if c.mask_files).items())},
+        "bit_depth": {"rule": cfg.bit_depth.rule, "scaled_images": sum(c.scaled for c in done)},
         "several_masks": {c.row["source_image"]: c.mask_files for c in done if c.mask_files > 1},
         "skipped": [{"file": str(p.path), "problem": p.problem} for p in problems],
         "quirks": sorted(c.quirk for c in done if c.quirk),

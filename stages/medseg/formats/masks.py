@@ -103,7 +103,12 @@ def _as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
     if mask.mode == "L":
         return mask.pixels
     if mask.mode == "P":
-        raise DataError(display_path(path), "indexed (palette) mask; use annotation format 'palette'")
+        # GIF stores even a black-and-white mask as palette indices; a palette
+        # of greys still says which grey each pixel is.
+        colours = mask.palette[np.unique(mask.pixels)]
+        if not (colours == colours[:, :1]).all():
+            raise DataError(display_path(path), "indexed (palette) mask; use annotation format 'palette'")
+        return mask.palette[mask.pixels, 0]
     if allow_colour:
         return cv2.cvtColor(mask.pixels, cv2.COLOR_RGB2GRAY)
     px = mask.pixels
