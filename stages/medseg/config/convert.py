@@ -38,6 +38,8 @@ class AulAnnotation(Strict):
 
 class _Snapping(Strict):
     tolerance: int = Field(0, ge=0, le=255, description="max per-channel distance for snapping a lossy colour")
+    max_outlier_fraction: float = Field(0.0, ge=0.0, lt=0.5, description="share of a mask's pixels that may lie "
+                                        "beyond the tolerance and still snap to the nearest class (counted)")
 
 
 class RgbAnnotation(_Snapping):

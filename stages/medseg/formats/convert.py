@@ -5,8 +5,9 @@
 ``aul``) and writes a converted dataset (``medseg.data.converted``) into
 ``out``, an empty folder the caller later moves into place. Its
 ``report.json`` holds the classes and channels, counts per image class and
-class, skipped files and why, snapped pixels, how many mask files each
-image had (several are merged), and the dataset quirks applied.
+class, skipped files and why, snapped pixels (and outliers, those snapped
+from beyond the tolerance), how many mask files each image had (several
+are merged), images scaled to 8 bits, and the dataset quirks applied.
 
 Samples are converted in a process pool; the output does not depend on the
 number of workers.
@@ -43,6 +44,7 @@ class Converted:
     quirk: str | None = None
     mask_files: int = 0  # folder layouts: the masks merged into this label map
     scaled: bool = False  # an image of more than 8 bits, brought to 8 by the bit_depth rule
+    outliers: int = 0  # snapped pixels that were beyond the tolerance (annotation.max_outlier_fraction)
 
 
 def default_workers() -> int:
@@ -74,12 +76,12 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
     """Read, decode and write one sample; raise ``DataError`` on any problem."""
     image, scaled = read_image_scaled(sample.image, cfg.channels, cfg.max_pixels, cfg.bit_depth.rule)
     shape = image.shape[:2]
-    quirk, snapped = None, 0
+    quirk, snapped, outliers = None, 0, 0
     if isinstance(cfg.annotation, AulAnnotation):
         label, quirk = aul_label(sample, shape, cfg.annotation, cfg.classes)
     else:
         decoded = merge_masks([(_decode(path, sample, shape, cfg), path) for path in sample.masks], cfg.classes)
-        label, snapped = decoded.label, decoded.snapped
+        label, snapped, outliers = decoded.label, decoded.snapped, decoded.outliers
     counts = np.bincount(label.ravel(), minlength=len(cfg.classes))
     converted.write_sample(out, sample.id, image, label)
     row = converted.manifest_row(
@@ -87,7 +89,7 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
         source_image=display_path(sample.image.relative_to(raw)),
         source_mask=";".join(display_path(m.relative_to(raw)) for m in sample.masks),
         pixels=counts, classes=cfg.classes)
-    return Converted(row, snapped, quirk, len(sample.masks), scaled)
+    return Converted(row, snapped, quirk, len(sample.masks), scaled, outliers)
 
 
 def _convert_or_error(args: tuple[Sample, ConvertConfig, Path, Path]) -> Converted | DataError:
@@ -131,6 +133,7 @@ def _handle_problems(problems: list[DataError], cfg: ConvertConfig, raw: Path, o
 def _report(done: list[Converted], problems: list[DataError], notes: list[str], cfg: ConvertConfig,
             manifest: pd.DataFrame) -> dict:
     snapped = {c.row["source_mask"]: c.snapped for c in done if c.snapped}
+    outliers = {c.row["source_mask"]: c.outliers for c in done if c.outliers}
     return {
         "format": cfg.annotation.format,
         "classes": cfg.classes,
@@ -141,6 +144,8 @@ def _report(done: list[Converted], problems: list[DataError], notes: list[str], 
         "class_pixels": {name: int(manifest[f"px_{name}"].sum()) for name in cfg.classes},
         "snapped_pixels": int(sum(snapped.values())),
         "snapped_files": snapped,
+        "outlier_pixels": int(sum(outliers.values())),
+        "outlier_files": outliers,
         "masks_per_image": {str(n): k for n, k in sorted(Counter(c.mask_files for c in done if c.mask_files).items())},
         "bit_depth": {"rule": cfg.bit_depth.rule, "scaled_images": sum(c.scaled for c in done)},
         "several_masks": {c.row["source_image"]: c.mask_files for c in done if c.mask_files > 1},

@@ -4,7 +4,9 @@ A label map holds class indices (0 = background) in the order of the
 dataset's ``classes``. Decoders return a ``Decoded`` with the label map and
 the number of pixels whose stored value was snapped to a listed colour (lossy
 masks such as JPEG). A value beyond the tolerance raises ``DataError`` that
-names the file, the value and how many pixels have it.
+names the file, the value and how many pixels have it, unless such outliers
+cover at most ``max_outlier_fraction`` of the mask: they then snap to the
+nearest class too and are counted apart.
 
 Formats: ``rgb`` colour maps, ``grey`` level maps, ``binary`` with a
 threshold, ``palette`` (indexed PNG). ``merge_masks`` joins the several
@@ -24,34 +26,41 @@ from medseg.config import BinaryAnnotation, GreyAnnotation, PaletteAnnotation, R
 from medseg.io.errors import DataError
 from medseg.io.images import RawMask, display_path
 
+Snapped = RgbAnnotation | GreyAnnotation  # the formats that snap lossy values to a listed one
+
 
 @dataclass(frozen=True)
 class Decoded:
     label: np.ndarray  # (H, W) uint8 class indices
     snapped: int  # pixels whose value was moved to the nearest listed value
+    outliers: int = 0  # of those, pixels beyond the tolerance (allowed by max_outlier_fraction)
 
 
-def _snap(values: np.ndarray, counts: np.ndarray, table: np.ndarray, tolerance: int, path: Path,
-          describe) -> np.ndarray:
-    """Index of the nearest row of ``table`` for each distinct stored value (rows of ``values``).
+def _snap(values: np.ndarray, counts: np.ndarray, total: int, table: np.ndarray, ann: Snapped, path: Path,
+          describe) -> tuple[np.ndarray, int]:
+    """Index of the nearest row of ``table`` for each distinct stored value (rows of ``values``), and the outliers.
 
-    Distance is the largest per-channel difference; ``counts`` (pixels per
-    value) only serve the error message for values beyond ``tolerance``.
+    Distance is the largest per-channel difference. Values beyond the
+    tolerance are outliers: they snap too while their pixels (``counts``)
+    are at most ``max_outlier_fraction`` of the mask's ``total`` pixels,
+    else they raise.
     """
     dist = np.abs(values[:, None, :].astype(np.int16) - table[None, :, :].astype(np.int16)).max(axis=2)
     nearest = dist.argmin(axis=1)
     best = dist[np.arange(len(values)), nearest]
-    bad = best > tolerance
-    if bad.any():
+    bad = best > ann.tolerance
+    outliers = int(counts[bad].sum())
+    if outliers > ann.max_outlier_fraction * total:
         order = np.argsort(-counts[bad])
         worst = [f"{describe(v)} ({int(c)} px)"
                  for v, c in zip(values[bad][order][:5], counts[bad][order][:5], strict=True)]
         raise DataError(
             display_path(path),
-            f"{int(bad.sum())} mask value(s) not in the class map (tolerance {tolerance}), "
-            f"covering {int(counts[bad].sum())} pixels: {', '.join(worst)}",
+            f"{int(bad.sum())} mask value(s) not in the class map (tolerance {ann.tolerance}), "
+            f"covering {outliers} pixels ({outliers / total:.3%} of the mask, more than "
+            f"max_outlier_fraction {ann.max_outlier_fraction}): {', '.join(worst)}",
         )
-    return nearest
+    return nearest, outliers
 
 
 _UNSET = 255  # never a class index: at most 255 classes means indices 0..254
@@ -65,7 +74,7 @@ def _pack(values: np.ndarray) -> np.ndarray:
     return packed
 
 
-def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, tolerance: int, path: Path,
+def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, ann: Snapped, path: Path,
                 describe) -> Decoded:
     """Decode a mask through the nearest entry of ``table`` (rows of channel values)."""
     flat = stored.reshape(-1, stored.shape[-1]) if stored.ndim == 3 else stored.reshape(-1, 1)
@@ -76,13 +85,14 @@ def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, to
     for code, class_id in zip(_pack(table), class_ids, strict=True):
         label[packed == code] = class_id
     pending = np.flatnonzero(label == _UNSET)
+    outliers = 0
     if pending.size:
         uniq, inverse, counts = np.unique(packed[pending], return_inverse=True, return_counts=True)
         channels = flat.shape[1]
         values = np.stack([(uniq >> (8 * (channels - 1 - ch))) & 0xFF for ch in range(channels)], axis=1)
-        nearest = _snap(values, counts, table, tolerance, path, describe)
+        nearest, outliers = _snap(values, counts, label.size, table, ann, path, describe)
         label[pending] = class_ids[nearest][inverse]
-    return Decoded(label.reshape(stored.shape[:2]), int(pending.size))
+    return Decoded(label.reshape(stored.shape[:2]), int(pending.size), outliers)
 
 
 def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: Path) -> Decoded:
@@ -96,7 +106,7 @@ def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: 
     names = list(ann.colors)
     table = np.array([ann.colors[n] for n in names], np.uint8)
     ids = np.array([classes.index(n) for n in names])
-    return _lut_decode(pixels, table, ids, ann.tolerance, path, lambda v: f"RGB{tuple(int(x) for x in v)}")
+    return _lut_decode(pixels, table, ids, ann, path, lambda v: f"RGB{tuple(int(x) for x in v)}")
 
 
 def _as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
@@ -122,7 +132,7 @@ def decode_grey(mask: RawMask, ann: GreyAnnotation, classes: Sequence[str], path
     names = list(ann.values)
     table = np.array([[ann.values[n]] for n in names], np.uint8)
     ids = np.array([classes.index(n) for n in names])
-    return _lut_decode(grey, table, ids, ann.tolerance, path, lambda v: f"grey {int(v[0])}")
+    return _lut_decode(grey, table, ids, ann, path, lambda v: f"grey {int(v[0])}")
 
 
 def decode_binary(mask: RawMask, ann: BinaryAnnotation, classes: Sequence[str], path: Path) -> Decoded:
@@ -175,4 +185,4 @@ def merge_masks(decoded: Sequence[tuple[Decoded, Path]], classes: Sequence[str])
                                                 f"(first at x={x}, y={y}); the masks of one image disagree")
         fg = part.label > 0
         label[fg], owner[fg] = part.label[fg], k
-    return Decoded(label, sum(part.snapped for part, _ in decoded))
+    return Decoded(label, sum(part.snapped for part, _ in decoded), sum(part.outliers for part, _ in decoded))
