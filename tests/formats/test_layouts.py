@@ -1,6 +1,7 @@
 """Folder layouts beyond one images/masks pair: class folders, several masks per image, image classes."""
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -228,3 +229,22 @@ def test_ddti_diagnosis_csv_classes_every_image(tmp_path):
     classes = Counter(s.image_class for s in found.samples)
     assert set(classes) == {"2", "3", "4a", "4b", "4c", "5", "unknown"}
     assert next(s.image_class for s in found.samples if s.image.stem == "3_1") == "4a"  # diagnosis.csv: 3,4a
+
+
+def test_busi_sample_laid_out_as_published(tmp_path):
+    """The real BUSI files side by side in a class folder: names like 'malignant (10)' and 'malignant (104)'."""
+    src = shared_dataset("busi-malignant-mini")
+    raw = tmp_path / "raw"
+    (raw / "malignant").mkdir(parents=True)
+    for path in [*(src / "images").iterdir(), *(src / "masks").iterdir()]:
+        shutil.copy(path, raw / "malignant" / path.name)
+    busi = ConvertConfig(annotation={"format": "binary", "foreground": "lesion"}, classes=CLASSES, channels=1,
+                         layout={"images": ".", "masks": ".", "mask_name": "{stem}_mask*",
+                                 "class_folders": ["malignant"]},
+                         image_class={"source": "folder"})
+    report = convert_dataset(raw, tmp_path / "out", busi, workers=2)
+    m = manifest(tmp_path / "out")
+    assert report["count"] == 42 and report["masks_per_image"] == {"1": 42} and report["skipped"] == []
+    assert report["image_classes"] == {"malignant": 42}
+    assert all(i.startswith("malignant_") and not i.startswith("malignant_malignant") for i in m["id"])
+    assert all(mask == f"{img[:-4]}_mask.jpg" for img, mask in zip(m["source_image"], m["source_mask"], strict=True))
