@@ -223,3 +223,20 @@ def test_truncated_image_stops_or_is_skipped(tmp_path):
     assert "b.jpg" in str(err.value)
     report = convert_dataset(raw, tmp_path / "out2", folder_cfg(on_error="skip"), workers=2)
     assert report["count"] == 1 and report["skipped"][0]["file"].endswith("b.jpg")
+
+
+def test_outliers_of_a_lossy_mask_in_the_report(tmp_path):
+    raw = tmp_path / "raw"
+    write_pair(raw, "a")
+    mask = np.zeros((24, 32), np.uint8)
+    mask[5:10, 5:12] = 255
+    mask[0, 0] = 90   # beyond tolerance 40 of 0 and 255: 1 of 768 pixels
+    save(raw / "masks" / "b_mask.png", mask)
+    save(raw / "images" / "b.png", ramp(24, 32, 1))
+    with pytest.raises(DataError, match="b_mask.png: 1 mask value"):
+        convert_dataset(raw, tmp_path / "out", folder_cfg(), workers=1)
+    grey = {"format": "grey", "values": {"background": 0, "lesion": 255}, "tolerance": 40,
+            "max_outlier_fraction": 0.002}
+    report = convert_dataset(raw, tmp_path / "out2", folder_cfg(annotation=grey), workers=1)
+    assert report["outlier_pixels"] == 1 and report["outlier_files"] == {"masks/b_mask.png": 1}
+    assert labels(tmp_path / "out2")["b"][0, 0] == 0

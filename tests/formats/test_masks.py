@@ -83,8 +83,12 @@ def test_grey_refuses_colour_and_palette_masks():
     colour[0, 0] = (255, 0, 0)
     with pytest.raises(DataError, match="colour mask"):
         decode_mask(RawMask(colour, "RGB"), ann, CLASSES, P)
+    pal = np.zeros((256, 3), np.uint8)
+    pal[1] = (255, 0, 0)
     with pytest.raises(DataError, match="palette"):
-        decode_mask(RawMask(np.zeros((1, 1), np.uint8), "P", np.zeros((256, 3), np.uint8)), ann, CLASSES, P)
+        decode_mask(RawMask(np.array([[0, 1]], np.uint8), "P", pal), ann, CLASSES, P)
+    pal[1] = (255, 255, 255)  # a palette of greys (GIF's way of storing a grey mask) holds grey levels
+    assert decode_mask(RawMask(np.array([[0, 1]], np.uint8), "P", pal), ann, CLASSES, P).label.tolist() == [[0, 1]]
 
 
 def test_binary_threshold_and_jpeg_levels():
@@ -138,3 +142,26 @@ def test_read_polygon_formats(tmp_path):
         with pytest.raises(DataError, match=msg) as err:
             read_polygon(bad)
         assert name in str(err.value)
+
+
+def test_outliers_within_the_allowed_fraction_snap_and_are_counted():
+    px = np.zeros((10, 10, 3), np.uint8)
+    px[0, 0] = (0, 200, 0)    # within tolerance of green
+    px[0, 1] = (120, 130, 0)  # beyond tolerance: nearest is green (distance 120 vs 130)
+    ann = RgbAnnotation(format="rgb", tolerance=60, max_outlier_fraction=0.01,
+                        colors={"background": (0, 0, 0), "benign": (0, 255, 0), "malignant": (255, 0, 0)})
+    out = decode_mask(RawMask(px, "RGB"), ann, CLASSES, P)
+    assert out.label[0, :3].tolist() == [1, 1, 0]
+    assert out.snapped == 2 and out.outliers == 1
+    px[0, 2] = (120, 130, 0)  # two outlier pixels of 100: 2% > 1%
+    with pytest.raises(DataError, match=r"mask.png: .* covering 2 pixels \(2.000% of the mask, more than "
+                                        r"max_outlier_fraction 0.01\)"):
+        decode_mask(RawMask(px, "RGB"), ann, CLASSES, P)
+
+
+def test_grey_outliers_follow_the_same_rule():
+    ann = GreyAnnotation(format="grey", values={"background": 0, "benign": 255}, max_outlier_fraction=0.25)
+    out = decode_mask(RawMask(np.array([[0, 255, 200, 0]], np.uint8), "L"), ann, CLASSES, P)
+    assert out.label.tolist() == [[0, 1, 1, 0]] and out.outliers == 1
+    with pytest.raises(DataError, match="max_outlier_fraction 0.25"):
+        decode_mask(RawMask(np.array([[0, 100, 200, 0]], np.uint8), "L"), ann, CLASSES, P)

@@ -220,6 +220,50 @@ def over_pixel_limit(src: Path) -> dict:
     return {"max_pixels": 1000}
 
 
+def missing_class_folder(src: Path) -> dict:
+    for folder in ("benign",):
+        save(src / folder / f"{folder} (1).png", ramp(24, 32, 1))
+        save(src / folder / f"{folder} (1)_mask.png", np.zeros((24, 32), np.uint8))
+    return {"layout": {"images": ".", "masks": ".", "mask_name": "{stem}_mask*",
+                       "class_folders": ["benign", "malignant"]},
+            "image_class": {"source": "folder"}}
+
+
+def conflicting_masks(src: Path) -> dict:
+    pair(src, "a")
+    pair(src, "b")
+    other = np.zeros((24, 32, 3), np.uint8)
+    other[5:10, 5:12] = (255, 0, 0)
+    save(src / "masks" / "b_mask_1.png", other)
+    return {"annotation": {"format": "rgb", "colors": {"background": [0, 0, 0], "lesion": [255, 255, 255],
+                                                       "cyst": [255, 0, 0]}},
+            "classes": ["background", "lesion", "cyst"],
+            "layout": {"images": "images", "masks": "masks", "mask_name": "{stem}_mask*"}}
+
+
+def three_page_tiff(src: Path) -> dict:
+    pair(src, "a")
+    pair(src, "b")
+    frames = [Image.fromarray(ramp(24, 32, 1)) for _ in range(3)]
+    frames[0].save(src / "images" / "b.tif", save_all=True, append_images=frames[1:])
+    (src / "images" / "b.png").unlink()
+    return {}
+
+
+def sixteen_bit_tiff(src: Path) -> dict:
+    pair(src, "a")
+    pair(src, "b")
+    (src / "images" / "b.png").unlink()
+    save(src / "images" / "b.tif", np.full((24, 32), 1000, np.uint16))
+    return {"bit_depth": {"rule": "refuse"}}
+
+
+def csv_without_the_column(src: Path) -> dict:
+    pair(src, "a")
+    (src / "diagnosis.csv").write_text("id,diagnosis\na,benign\n")
+    return {"image_class": {"source": "csv", "path": "diagnosis.csv", "id_column": "id", "class_column": "TI-RADS"}}
+
+
 CONVERT_CASES = [
     pytest.param(truncated_png, ("images/b.png", "truncated or corrupt image data"), id="truncated-png"),
     pytest.param(truncated_jpeg, ("images/b.jpg", "truncated or corrupt image data"), id="truncated-jpeg"),
@@ -240,6 +284,14 @@ CONVERT_CASES = [
                  id="odd-file-names-clash"),
     pytest.param(over_pixel_limit, ("images/b.png", "40x40 = 1600 pixels exceeds the limit of 1000"),
                  id="image-over-pixel-limit"),
+    pytest.param(missing_class_folder, (f"{RAW}/malignant", "class folder not found"), id="missing-class-folder"),
+    pytest.param(conflicting_masks, ("masks/b_mask_1.png", "35 pixel(s) are 'cyst' here but 'lesion' in b_mask.png"),
+                 id="conflicting-masks"),
+    pytest.param(three_page_tiff, ("images/b.tif", "3 pages (multi-page TIFF)"), id="three-page-tiff"),
+    pytest.param(sixteen_bit_tiff, ("images/b.tif", "pixel mode 'I;16' is not 8-bit", "convert.bit_depth.rule"),
+                 id="16-bit-tiff-refused"),
+    pytest.param(csv_without_the_column, ("diagnosis.csv", "no column 'TI-RADS' (image_class.class_column)"),
+                 id="csv-missing-column"),
 ]
 
 

@@ -10,8 +10,10 @@ profile), ``augment``, ``split``, ``train`` (with ``ModelConfig``),
 from .augment import AugmentConfig
 from .base import AUTO, Auto, ConfigError, Strict, unresolved
 from .convert import (
+                      BIT_DEPTH_RULES,
                       AulAnnotation,
                       BinaryAnnotation,
+                      BitDepth,
                       ConvertConfig,
                       DatasetConfig,
                       FolderLayout,
@@ -31,8 +33,9 @@ from .train import MODEL_NAMES, NORMS, ModelConfig, OnlineAugment, Postprocess, 
 __all__ = [
     "AUTO", "AUL_FOLDERS", "Auto", "DATASET_SECTIONS", "GLOBAL_SECTIONS", "OnlineAugment", "PlanConfig", "Postprocess",
     "unresolved", "MODEL_NAMES", "NORMS", "PARAMS_FILE",
-    "ArchiveLimits", "AuditConfig", "AugmentConfig", "AulAnnotation", "BinaryAnnotation", "ConfigError",
-    "ConvertConfig", "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation", "ImageClassRule",
-    "LocalSource", "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile", "RgbAnnotation",
-    "SplitConfig", "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource", "load_params",
+    "ArchiveLimits", "AuditConfig", "AugmentConfig", "AulAnnotation", "BIT_DEPTH_RULES", "BinaryAnnotation",
+    "BitDepth", "ConfigError", "ConvertConfig", "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation",
+    "ImageClassRule", "LocalSource", "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile",
+    "RgbAnnotation", "SplitConfig", "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource",
+    "load_params",
 ]

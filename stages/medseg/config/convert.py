@@ -9,7 +9,8 @@ dataset's ``source``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -37,6 +38,8 @@ class AulAnnotation(Strict):
 
 class _Snapping(Strict):
     tolerance: int = Field(0, ge=0, le=255, description="max per-channel distance for snapping a lossy colour")
+    max_outlier_fraction: float = Field(0.0, ge=0.0, lt=0.5, description="share of a mask's pixels that may lie "
+                                        "beyond the tolerance and still snap to the nearest class (counted)")
 
 
 class RgbAnnotation(_Snapping):
@@ -104,20 +107,51 @@ Annotation = Annotated[
 
 
 class FolderLayout(Strict):
-    """Where images and masks are, and how a mask is paired to its image."""
+    """Where images and masks are, and how a mask is paired to its image.
+
+    With ``class_folders`` the dataset root holds one folder per image-level
+    class and ``images``/``masks`` are taken inside each (``.`` for images
+    and masks side by side, as BUSI is published).
+    """
 
     images: str = "images"
     masks: str = "masks"
-    mask_name: str = Field("{stem}", description="mask file stem, e.g. '{stem}_mask'")
+    mask_name: str = Field("{stem}", description="mask file stem, e.g. '{stem}_mask'; a final '*' also takes "
+                                                 "'{stem}_mask_1', '{stem}_mask_2'... and merges them")
     image_exts: list[str] = list(IMAGE_EXTS)
     mask_exts: list[str] = [*IMAGE_EXTS, ".gif"]
+    class_folders: list[str] = Field([], description="folders of the dataset root, one per image-level class")
 
     @field_validator("mask_name")
     @classmethod
     def _has_stem(cls, v: str) -> str:
         if "{stem}" not in v:
             raise ValueError("must contain '{stem}'")
+        if "*" in v.rstrip("*") or v.endswith("**"):
+            raise ValueError(f"{v!r}: '*' may only end the name (as in '{{stem}}_mask*')")
         return v
+
+    @field_validator("class_folders")
+    @classmethod
+    def _plain_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or name in {".", ".."} or "/" in name or "\\" in name:
+                raise ValueError(f"{name!r} is not a folder name (one folder directly under the dataset root)")
+        if len(set(v)) != len(v):
+            raise ValueError("folder names must be unique")
+        return v
+
+
+def _check_regex(v: str | None, what: str) -> str | None:
+    if v is None:
+        return v
+    try:
+        compiled = re.compile(v)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {v!r}: {exc}") from exc
+    if compiled.groups < 1:
+        raise ValueError(f"regex {v!r} needs a capture group for {what}")
+    return v
 
 
 class ImageClassRule(Strict):
@@ -125,18 +159,74 @@ class ImageClassRule(Strict):
 
     ``annotation``: from the annotation itself (AUL folder); ``mask``: the
     foreground class with most pixels, ``empty`` when there is none;
-    ``fixed``: ``value`` for every image.
+    ``fixed``: ``value`` for every image; ``folder``: the name of the image's
+    class folder (``layout.class_folders``); ``regex``: group 1 of
+    ``pattern`` on the image stem; ``csv``: the ``class_column`` of the row
+    of a metadata table whose ``id_column`` is the image's id (the stem, or
+    group 1 of ``id_pattern`` on it), a blank cell giving ``unknown``.
     """
 
-    source: Literal["annotation", "mask", "fixed"] = "mask"
+    source: Literal["annotation", "mask", "fixed", "folder", "regex", "csv"] = "mask"
     empty: str = "normal"
     value: str | None = None
+    pattern: str | None = Field(None, description="regex on the image stem; group 1 is the class")
+    path: str | None = Field(None, description="CSV file, relative to the dataset's raw folder")
+    id_column: str | None = None
+    class_column: str | None = None
+    id_pattern: str | None = Field(None, description="regex on the image stem; group 1 is its id in the CSV")
+    unknown: str | None = Field(None, min_length=1, description="class of a blank CSV cell; unset: a blank is "
+                                                                "an error")
+
+    @field_validator("pattern")
+    @classmethod
+    def _class_regex(cls, v: str | None) -> str | None:
+        return _check_regex(v, "the class")
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _id_regex(cls, v: str | None) -> str | None:
+        return _check_regex(v, "the id")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_raw(cls, v: str | None) -> str | None:
+        if v is not None and (PurePosixPath(v).is_absolute() or ".." in PurePosixPath(v).parts):
+            raise ValueError(f"{v!r} must be relative to the dataset's raw folder, without '..' (fetch copies the "
+                             "file there, so DVC tracks it)")
+        return v
 
     @model_validator(mode="after")
-    def _fixed_has_value(self) -> ImageClassRule:
-        if self.source == "fixed" and not self.value:
-            raise ValueError("source 'fixed' needs 'value'")
+    def _fields_of_the_source(self) -> ImageClassRule:
+        needed = _RULE_FIELDS.get(self.source, ())
+        missing = [f for f in needed if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"source {self.source!r} needs {', '.join(repr(f) for f in missing)}")
+        allowed = {"source", "empty", *needed, *_OPTIONAL.get(self.source, ())}
+        foreign = sorted(self.model_fields_set - allowed)
+        if foreign:
+            raise ValueError(f"{', '.join(repr(f) for f in foreign)}: not used by source {self.source!r}")
         return self
+
+
+# The fields each image-class source needs, and those it may take.
+_RULE_FIELDS = {"fixed": ("value",), "regex": ("pattern",), "csv": ("path", "id_column", "class_column")}
+_OPTIONAL = {"csv": {"id_pattern", "unknown"}}
+
+
+BitDepthRule = Literal["refuse", "minmax", "shift"]
+BIT_DEPTH_RULES: tuple[str, ...] = get_args(BitDepthRule)  # medseg.io.images implements each but 'refuse'
+
+
+class BitDepth(Strict):
+    """How an image of more than 8 bits per pixel (16-bit PNG or TIFF) becomes 8-bit.
+
+    ``refuse``: it stops the stage, naming the file; ``minmax``: each image's
+    own range onto 0..255 (contrast differs between images); ``shift``: the
+    top 8 of 16 bits, one scale for all (dark where fewer bits are used).
+    Masks are never scaled: they must be 8-bit.
+    """
+
+    rule: BitDepthRule = "refuse"
 
 
 class ConvertConfig(Strict):
@@ -150,6 +240,7 @@ class ConvertConfig(Strict):
     image_class: ImageClassRule = ImageClassRule()
     on_error: Literal["error", "skip"] = "error"
     max_pixels: int = Field(40_000_000, gt=0)
+    bit_depth: BitDepth = BitDepth()
 
     @field_validator("classes")
     @classmethod
@@ -165,15 +256,7 @@ class ConvertConfig(Strict):
     @field_validator("group_regex")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            compiled = re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"invalid regex {v!r}: {exc}") from exc
-        if compiled.groups < 1:
-            raise ValueError(f"regex {v!r} needs a capture group for the patient id")
-        return v
+        return _check_regex(v, "the patient id")
 
     @model_validator(mode="after")
     def _consistent(self) -> ConvertConfig:
@@ -187,6 +270,8 @@ class ConvertConfig(Strict):
             raise ValueError(f"layout: required for annotation format {self.annotation.format!r}")
         if self.image_class.source == "annotation" and not isinstance(self.annotation, AulAnnotation):
             raise ValueError("image_class.source: 'annotation' only works with format 'aul_polygons'")
+        if self.image_class.source == "folder" and not (self.layout and self.layout.class_folders):
+            raise ValueError("image_class.source: 'folder' needs layout.class_folders")
         return self
 
 

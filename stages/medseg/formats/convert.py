@@ -5,7 +5,9 @@
 ``aul``) and writes a converted dataset (``medseg.data.converted``) into
 ``out``, an empty folder the caller later moves into place. Its
 ``report.json`` holds the classes and channels, counts per image class and
-class, skipped files and why, snapped pixels, and the dataset quirks applied.
+class, skipped files and why, snapped pixels (and outliers, those snapped
+from beyond the tolerance), how many mask files each image had (several
+are merged), images scaled to 8 bits, and the dataset quirks applied.
 
 Samples are converted in a process pool; the output does not depend on the
 number of workers.
@@ -24,12 +26,12 @@ import pandas as pd
 from medseg.config import AulAnnotation, ConvertConfig
 from medseg.data import converted
 from medseg.io.errors import DataError
-from medseg.io.images import display_path, read_image, read_mask
+from medseg.io.images import display_path, read_image_scaled, read_mask
 from medseg.io.parallel import ordered_map
 
 from .aul import aul_label
 from .discover import discover
-from .masks import decode_mask
+from .masks import Decoded, decode_mask, merge_masks
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ class Converted:
     row: dict
     snapped: int
     quirk: str | None = None
+    mask_files: int = 0  # folder layouts: the masks merged into this label map
+    scaled: bool = False  # an image of more than 8 bits, brought to 8 by the bit_depth rule
+    outliers: int = 0  # snapped pixels that were beyond the tolerance (annotation.max_outlier_fraction)
 
 
 def default_workers() -> int:
@@ -53,32 +58,38 @@ def _image_class(label: np.ndarray, sample: Sample, cfg: ConvertConfig, counts: 
         return rule.value
     if rule.source == "annotation":
         return cfg.annotation.image_classes[sample.folder]
+    if sample.image_class:  # folder, regex or csv: known at discovery
+        return sample.image_class
     fg = counts[1:]
     return cfg.classes[1 + int(fg.argmax())] if fg.any() else rule.empty
 
 
+def _decode(path: Path, sample: Sample, shape: tuple[int, int], cfg: ConvertConfig) -> Decoded:
+    stored = read_mask(path, cfg.max_pixels)
+    if stored.shape != shape:
+        raise DataError(display_path(path), f"mask is {stored.shape[1]}x{stored.shape[0]} but image "
+                                            f"{display_path(sample.image.name)} is {shape[1]}x{shape[0]}")
+    return decode_mask(stored, cfg.annotation, cfg.classes, path)
+
+
 def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> Converted:
     """Read, decode and write one sample; raise ``DataError`` on any problem."""
-    image = read_image(sample.image, cfg.channels, cfg.max_pixels)
+    image, scaled = read_image_scaled(sample.image, cfg.channels, cfg.max_pixels, cfg.bit_depth.rule)
     shape = image.shape[:2]
-    quirk, snapped = None, 0
+    quirk, snapped, outliers = None, 0, 0
     if isinstance(cfg.annotation, AulAnnotation):
         label, quirk = aul_label(sample, shape, cfg.annotation, cfg.classes)
     else:
-        stored = read_mask(sample.mask, cfg.max_pixels)
-        if stored.shape != shape:
-            raise DataError(display_path(sample.mask), f"mask is {stored.shape[1]}x{stored.shape[0]} but image "
-                                                       f"{display_path(sample.image.name)} is {shape[1]}x{shape[0]}")
-        decoded = decode_mask(stored, cfg.annotation, cfg.classes, sample.mask)
-        label, snapped = decoded.label, decoded.snapped
+        decoded = merge_masks([(_decode(path, sample, shape, cfg), path) for path in sample.masks], cfg.classes)
+        label, snapped, outliers = decoded.label, decoded.snapped, decoded.outliers
     counts = np.bincount(label.ravel(), minlength=len(cfg.classes))
     converted.write_sample(out, sample.id, image, label)
     row = converted.manifest_row(
         sample.id, sample.group, _image_class(label, sample, cfg, counts), shape,
         source_image=display_path(sample.image.relative_to(raw)),
-        source_mask=display_path(sample.mask.relative_to(raw)) if sample.mask else "",
+        source_mask=";".join(display_path(m.relative_to(raw)) for m in sample.masks),
         pixels=counts, classes=cfg.classes)
-    return Converted(row, snapped, quirk)
+    return Converted(row, snapped, quirk, len(sample.masks), scaled, outliers)
 
 
 def _convert_or_error(args: tuple[Sample, ConvertConfig, Path, Path]) -> Converted | DataError:
@@ -122,6 +133,7 @@ def _handle_problems(problems: list[DataError], cfg: ConvertConfig, raw: Path, o
 def _report(done: list[Converted], problems: list[DataError], notes: list[str], cfg: ConvertConfig,
             manifest: pd.DataFrame) -> dict:
     snapped = {c.row["source_mask"]: c.snapped for c in done if c.snapped}
+    outliers = {c.row["source_mask"]: c.outliers for c in done if c.outliers}
     return {
         "format": cfg.annotation.format,
         "classes": cfg.classes,
@@ -132,6 +144,11 @@ def _report(done: list[Converted], problems: list[DataError], notes: list[str], 
         "class_pixels": {name: int(manifest[f"px_{name}"].sum()) for name in cfg.classes},
         "snapped_pixels": int(sum(snapped.values())),
         "snapped_files": snapped,
+        "outlier_pixels": int(sum(outliers.values())),
+        "outlier_files": outliers,
+        "masks_per_image": {str(n): k for n, k in sorted(Counter(c.mask_files for c in done if c.mask_files).items())},
+        "bit_depth": {"rule": cfg.bit_depth.rule, "scaled_images": sum(c.scaled for c in done)},
+        "several_masks": {c.row["source_image"]: c.mask_files for c in done if c.mask_files > 1},
         "skipped": [{"file": str(p.path), "problem": p.problem} for p in problems],
         "quirks": sorted(c.quirk for c in done if c.quirk),
         "notes": notes,

@@ -2,15 +2,18 @@
 
 Two layouts: the fixed AUL layout (``medseg.formats.aul``) and a folder
 layout configured in params (images folder, masks folder, a mask-name
-pattern such as ``{stem}_mask``). Groups come from ``group_regex`` on the
-image stem (else each image is its own group); ids must be unique. The
-result is a list of ``Sample`` plus a list of problems; whether a problem
-stops the stage is decided by the caller.
+pattern such as ``{stem}_mask``, or ``{stem}_mask*`` for several masks
+``{stem}_mask``, ``{stem}_mask_1``, ... of one image), at the dataset root
+or inside each of its class folders (``layout.class_folders``; ids then
+start with the class). Groups come from ``group_regex`` on the image stem
+(else each image is its own group); ids must be unique. The result is a
+list of ``Sample`` plus a list of problems; whether a problem stops the
+stage is decided by the caller.
 """
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
 from .aul import discover_aul
+from .image_class import assign_image_classes
 from .samples import Discovery, Sample, safe_id
 
 
@@ -28,6 +32,7 @@ def discover(root: Path, cfg: ConvertConfig) -> Discovery:
     else:
         found = _discover_folders(root, cfg.layout)
     _assign_groups(found, cfg.group_regex)
+    assign_image_classes(found, cfg.image_class, root)
     _check_unique_ids(found)
     return found
 
@@ -43,35 +48,91 @@ def _by_stem(folder: Path, exts: list[str]) -> dict[str, list[Path]]:
 
 
 def _discover_folders(root: Path, layout: FolderLayout) -> Discovery:
+    if not layout.class_folders:
+        return _discover_pairs(root, layout)
+    missing = [name for name in layout.class_folders if not (root / name).is_dir()]
+    if missing:
+        raise DataError(display_path(root / missing[0]), "class folder not found (layout.class_folders lists "
+                                                         f"{layout.class_folders})")
+    found = Discovery([], [], [])
+    for name in layout.class_folders:
+        part = _discover_pairs(root / name, layout, name)
+        found.samples += part.samples
+        found.problems += part.problems
+        found.notes += [f"{name}: {note}" for note in part.notes]
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in layout.class_folders)
+    if others:
+        found.notes.append(f"folders not in layout.class_folders, not read: {others}")
+    return found
+
+
+def _sample_id(stem: str, folder: str) -> str:
+    """The stem, prefixed with its class folder unless it already starts with it (BUSI's 'benign (1)')."""
+    sid = safe_id(stem)
+    prefix = safe_id(folder) if folder else ""
+    return sid if not prefix or sid == prefix or sid.startswith(f"{prefix}_") else f"{prefix}_{sid}"
+
+
+_NUMBERED = re.compile(r"(.+)_(\d+)")
+
+
+def _mask_index(stems: list[str], several: bool) -> dict[str, list[str]]:
+    """Mask stems by the name an image asks for: ``X``, and with ``several`` also ``X_1``, ``X_2``... as ``X``."""
+    index: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for stem in stems:
+        index[stem].append((-1, stem))
+        numbered = _NUMBERED.fullmatch(stem) if several else None
+        if numbered:
+            index[numbered.group(1)].append((int(numbered.group(2)), stem))
+    return {base: [stem for _, stem in sorted(found)] for base, found in index.items()}
+
+
+def _discover_pairs(root: Path, layout: FolderLayout, folder: str = "") -> Discovery:
+    """Image/mask pairs under ``root`` (the dataset root, or one class folder of it)."""
     image_dir, mask_dir = root / layout.images, root / layout.masks
     for d in (image_dir, mask_dir):
         if not d.is_dir():
             raise DataError(display_path(d), "folder not found (see the dataset's 'layout' in params.yaml)")
     images = _by_stem(image_dir, layout.image_exts)
     masks = _by_stem(mask_dir, layout.mask_exts)
-    if image_dir == mask_dir:
+    several = layout.mask_name.endswith("*")
+    index = _mask_index(list(masks), several)
+
+    def mask_stems(stem: str) -> list[str]:
+        return index.get(layout.mask_name.rstrip("*").format(stem=stem), [])
+
+    if image_dir.resolve() == mask_dir.resolve():
         # Images and masks side by side: a mask is not an image of its own.
-        mask_stems = {layout.mask_name.format(stem=s) for s in images}
-        images = {s: p for s, p in images.items() if s not in mask_stems}
-    samples, problems, used = [], [], set()
+        claimed = {m for s in images for m in mask_stems(s)}
+        images = {s: p for s, p in images.items() if s not in claimed}
+    pairs, problems = [], []
     for stem, files in sorted(images.items()):
         if len(files) > 1:
             problems.append(DataError(display_path(files[0]), "two image files share one name: "
                                       + ", ".join(display_path(f.name) for f in files)))
             continue
-        mask_stem = layout.mask_name.format(stem=stem)
-        candidates = masks.get(mask_stem, [])
-        used.add(mask_stem)
-        if not candidates:
-            problems.append(DataError(display_path(files[0]),
-                                      f"no mask named {mask_stem!r} in {display_path(mask_dir)}"))
+        wanted = mask_stems(stem)
+        if not wanted:
+            name = layout.mask_name.rstrip("*").format(stem=stem)
+            problems.append(DataError(display_path(files[0]), f"no mask named {name!r}"
+                                      + (f" or '{name}_N'" if several else "") + f" in {display_path(mask_dir)}"))
             continue
-        if len(candidates) > 1:
+        doubled = [m for m in wanted if len(masks[m]) > 1]
+        if doubled:
             problems.append(DataError(display_path(files[0]), "two mask candidates: "
-                                      + ", ".join(display_path(c.name) for c in candidates)))
+                                      + ", ".join(display_path(c.name) for c in masks[doubled[0]])))
             continue
-        samples.append(Sample(id=safe_id(stem), group="", image=files[0], mask=candidates[0]))
-    unpaired = sorted(set(masks) - used)
+        pairs.append((stem, files[0], wanted))
+    samples, claims = [], Counter(m for _, _, wanted in pairs for m in wanted)
+    for stem, image, wanted in pairs:
+        shared = [m for m in wanted if claims[m] > 1]
+        if shared:
+            problems.append(DataError(display_path(image), f"mask {display_path(masks[shared[0]][0].name)} "
+                                      "also matches another image's mask name; rename one of them"))
+            continue
+        samples.append(Sample(id=_sample_id(stem, folder), group="", image=image,
+                              masks=tuple(masks[m][0] for m in wanted), folder=folder))
+    unpaired = sorted(set(masks) - set(claims))
     notes = [f"{len(unpaired)} mask file(s) without an image, e.g. {unpaired[:3]}"] if unpaired else []
     return Discovery(samples, problems, notes)
 

@@ -4,10 +4,13 @@ A label map holds class indices (0 = background) in the order of the
 dataset's ``classes``. Decoders return a ``Decoded`` with the label map and
 the number of pixels whose stored value was snapped to a listed colour (lossy
 masks such as JPEG). A value beyond the tolerance raises ``DataError`` that
-names the file, the value and how many pixels have it.
+names the file, the value and how many pixels have it, unless such outliers
+cover at most ``max_outlier_fraction`` of the mask: they then snap to the
+nearest class too and are counted apart.
 
 Formats: ``rgb`` colour maps, ``grey`` level maps, ``binary`` with a
-threshold, ``palette`` (indexed PNG). AUL's polygon annotations are read by
+threshold, ``palette`` (indexed PNG). ``merge_masks`` joins the several
+masks of one image. AUL's polygon annotations are read by
 ``medseg.formats.aul``.
 """
 from __future__ import annotations
@@ -23,34 +26,41 @@ from medseg.config import BinaryAnnotation, GreyAnnotation, PaletteAnnotation, R
 from medseg.io.errors import DataError
 from medseg.io.images import RawMask, display_path
 
+Snapped = RgbAnnotation | GreyAnnotation  # the formats that snap lossy values to a listed one
+
 
 @dataclass(frozen=True)
 class Decoded:
     label: np.ndarray  # (H, W) uint8 class indices
     snapped: int  # pixels whose value was moved to the nearest listed value
+    outliers: int = 0  # of those, pixels beyond the tolerance (allowed by max_outlier_fraction)
 
 
-def _snap(values: np.ndarray, counts: np.ndarray, table: np.ndarray, tolerance: int, path: Path,
-          describe) -> np.ndarray:
-    """Index of the nearest row of ``table`` for each distinct stored value (rows of ``values``).
+def _snap(values: np.ndarray, counts: np.ndarray, total: int, table: np.ndarray, ann: Snapped, path: Path,
+          describe) -> tuple[np.ndarray, int]:
+    """Index of the nearest row of ``table`` for each distinct stored value (rows of ``values``), and the outliers.
 
-    Distance is the largest per-channel difference; ``counts`` (pixels per
-    value) only serve the error message for values beyond ``tolerance``.
+    Distance is the largest per-channel difference. Values beyond the
+    tolerance are outliers: they snap too while their pixels (``counts``)
+    are at most ``max_outlier_fraction`` of the mask's ``total`` pixels,
+    else they raise.
     """
     dist = np.abs(values[:, None, :].astype(np.int16) - table[None, :, :].astype(np.int16)).max(axis=2)
     nearest = dist.argmin(axis=1)
     best = dist[np.arange(len(values)), nearest]
-    bad = best > tolerance
-    if bad.any():
+    bad = best > ann.tolerance
+    outliers = int(counts[bad].sum())
+    if outliers > ann.max_outlier_fraction * total:
         order = np.argsort(-counts[bad])
         worst = [f"{describe(v)} ({int(c)} px)"
                  for v, c in zip(values[bad][order][:5], counts[bad][order][:5], strict=True)]
         raise DataError(
             display_path(path),
-            f"{int(bad.sum())} mask value(s) not in the class map (tolerance {tolerance}), "
-            f"covering {int(counts[bad].sum())} pixels: {', '.join(worst)}",
+            f"{int(bad.sum())} mask value(s) not in the class map (tolerance {ann.tolerance}), "
+            f"covering {outliers} pixels ({outliers / total:.3%} of the mask, more than "
+            f"max_outlier_fraction {ann.max_outlier_fraction}): {', '.join(worst)}",
         )
-    return nearest
+    return nearest, outliers
 
 
 _UNSET = 255  # never a class index: at most 255 classes means indices 0..254
@@ -64,7 +74,7 @@ def _pack(values: np.ndarray) -> np.ndarray:
     return packed
 
 
-def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, tolerance: int, path: Path,
+def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, ann: Snapped, path: Path,
                 describe) -> Decoded:
     """Decode a mask through the nearest entry of ``table`` (rows of channel values)."""
     flat = stored.reshape(-1, stored.shape[-1]) if stored.ndim == 3 else stored.reshape(-1, 1)
@@ -75,13 +85,14 @@ def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, to
     for code, class_id in zip(_pack(table), class_ids, strict=True):
         label[packed == code] = class_id
     pending = np.flatnonzero(label == _UNSET)
+    outliers = 0
     if pending.size:
         uniq, inverse, counts = np.unique(packed[pending], return_inverse=True, return_counts=True)
         channels = flat.shape[1]
         values = np.stack([(uniq >> (8 * (channels - 1 - ch))) & 0xFF for ch in range(channels)], axis=1)
-        nearest = _snap(values, counts, table, tolerance, path, describe)
+        nearest, outliers = _snap(values, counts, label.size, table, ann, path, describe)
         label[pending] = class_ids[nearest][inverse]
-    return Decoded(label.reshape(stored.shape[:2]), int(pending.size))
+    return Decoded(label.reshape(stored.shape[:2]), int(pending.size), outliers)
 
 
 def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: Path) -> Decoded:
@@ -95,14 +106,19 @@ def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: 
     names = list(ann.colors)
     table = np.array([ann.colors[n] for n in names], np.uint8)
     ids = np.array([classes.index(n) for n in names])
-    return _lut_decode(pixels, table, ids, ann.tolerance, path, lambda v: f"RGB{tuple(int(x) for x in v)}")
+    return _lut_decode(pixels, table, ids, ann, path, lambda v: f"RGB{tuple(int(x) for x in v)}")
 
 
 def _as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
     if mask.mode == "L":
         return mask.pixels
     if mask.mode == "P":
-        raise DataError(display_path(path), "indexed (palette) mask; use annotation format 'palette'")
+        # GIF stores even a black-and-white mask as palette indices; a palette
+        # of greys still says which grey each pixel is.
+        colours = mask.palette[np.unique(mask.pixels)]
+        if not (colours == colours[:, :1]).all():
+            raise DataError(display_path(path), "indexed (palette) mask; use annotation format 'palette'")
+        return mask.palette[mask.pixels, 0]
     if allow_colour:
         return cv2.cvtColor(mask.pixels, cv2.COLOR_RGB2GRAY)
     px = mask.pixels
@@ -116,7 +132,7 @@ def decode_grey(mask: RawMask, ann: GreyAnnotation, classes: Sequence[str], path
     names = list(ann.values)
     table = np.array([[ann.values[n]] for n in names], np.uint8)
     ids = np.array([classes.index(n) for n in names])
-    return _lut_decode(grey, table, ids, ann.tolerance, path, lambda v: f"grey {int(v[0])}")
+    return _lut_decode(grey, table, ids, ann, path, lambda v: f"grey {int(v[0])}")
 
 
 def decode_binary(mask: RawMask, ann: BinaryAnnotation, classes: Sequence[str], path: Path) -> Decoded:
@@ -149,3 +165,24 @@ DECODERS = {"rgb": decode_rgb, "grey": decode_grey, "binary": decode_binary, "pa
 def decode_mask(mask: RawMask, ann, classes: Sequence[str], path: Path) -> Decoded:
     """Dispatch on ``ann.format``."""
     return DECODERS[ann.format](mask, ann, classes, path)
+
+
+def merge_masks(decoded: Sequence[tuple[Decoded, Path]], classes: Sequence[str]) -> Decoded:
+    """One label map from several masks of one image (the union of each class's pixels).
+
+    A pixel that two masks give different foreground classes raises
+    ``DataError`` naming both files.
+    """
+    label = decoded[0][0].label.copy()
+    owner = np.where(label > 0, 0, -1)
+    for k, (part, path) in enumerate(decoded[1:], start=1):
+        clash = (part.label > 0) & (label > 0) & (part.label != label)
+        if clash.any():
+            y, x = (int(c[0]) for c in np.nonzero(clash))
+            other = decoded[int(owner[y, x])][1]
+            raise DataError(display_path(path), f"{int(clash.sum())} pixel(s) are {classes[part.label[y, x]]!r} "
+                                                f"here but {classes[label[y, x]]!r} in {display_path(other.name)} "
+                                                f"(first at x={x}, y={y}); the masks of one image disagree")
+        fg = part.label > 0
+        label[fg], owner[fg] = part.label[fg], k
+    return Decoded(label, sum(part.snapped for part, _ in decoded), sum(part.outliers for part, _ in decoded))

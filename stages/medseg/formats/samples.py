@@ -15,9 +15,10 @@ class Sample:
     id: str  # file-system safe, unique within the dataset
     group: str  # patient / source id; a group never crosses splits
     image: Path
-    mask: Path | None = None  # folder layout
+    masks: tuple[Path, ...] = ()  # folder layout: one, or several to merge
     polygons: dict[str, Path] = field(default_factory=dict)  # AUL: outline/liver/mass -> JSON
-    folder: str = ""  # AUL class folder
+    folder: str = ""  # class folder (AUL, or layout.class_folders)
+    image_class: str = ""  # when known from the name or metadata (medseg.formats.image_class)
 
 
 @dataclass

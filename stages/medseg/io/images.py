@@ -4,7 +4,10 @@ Decoding goes through Pillow because it refuses truncated files, whereas
 OpenCV silently returns a grey-filled image for a truncated JPEG. Every
 problem raises ``DataError`` naming the file:
 
-- ``read_image(path, channels, max_pixels)`` -> uint8 (H, W) or (H, W, 3) RGB
+- ``read_image(path, channels, max_pixels, bit_depth)`` -> uint8 (H, W) or (H, W, 3) RGB;
+  an image of more than 8 bits per pixel is refused unless ``bit_depth``
+  names a rule (``SCALERS``); ``read_image_scaled`` also says
+  whether it applied one.
 - ``read_mask(path, max_pixels)`` -> ``RawMask`` (array + Pillow mode + palette)
 - ``write_png(path, array)`` writes grey or RGB uint8 arrays.
 - ``read_png(path)`` reads back a PNG the pipeline wrote (fast, via OpenCV).
@@ -43,6 +46,11 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         im.close()
         raise DataError(display_path(path),
                         f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        im.close()
+        raise DataError(display_path(path), f"{frames} pages (multi-page {im.format or 'image'}); only "
+                                            "single-page images are read: save each page as a file of its own")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # Pillow warns on some corrupt data instead of raising
@@ -55,14 +63,48 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
 _EIGHT_BIT = {"L", "RGB", "RGBA", "LA", "P", "1", "CMYK", "YCbCr"}
 
 
-def read_image(path: Path, channels: int, max_pixels: int) -> np.ndarray:
-    """Decode an 8-bit image as grey (H, W) or RGB (H, W, 3) uint8."""
+def _minmax(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """Each image's own range onto 0..255, rounded half up (a constant image becomes 0)."""
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise DataError(display_path(path), "non-finite pixel values; bit_depth rule 'minmax' cannot scale them")
+    lo, hi = pixels.min(), pixels.max()
+    if hi == lo:
+        return np.zeros(pixels.shape, np.uint8)
+    if pixels.dtype.kind == "f":
+        return np.floor((pixels.astype(np.float64) - lo) * (255.0 / (float(hi) - float(lo))) + 0.5).astype(np.uint8)
+    span = int(hi) - int(lo)  # integers stay exact: (2 * 255 * x + span) // (2 * span) rounds half up
+    return ((2 * 255 * (pixels.astype(np.int64) - int(lo)) + span) // (2 * span)).astype(np.uint8)
+
+
+def _shift(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """The top 8 of 16 bits, the same scale for every image."""
+    if pixels.dtype.kind == "f" or pixels.min() < 0 or pixels.max() > 0xFFFF:
+        raise DataError(display_path(path), "pixel values are not 16-bit unsigned integers; bit_depth rule "
+                                            "'shift' needs them (use 'minmax')")
+    return (pixels.astype(np.uint32) >> 8).astype(np.uint8)
+
+
+# How an image of more than 8 bits per pixel becomes 8-bit (medseg.config's BIT_DEPTH_RULES; "refuse" stops).
+SCALERS = {"minmax": _minmax, "shift": _shift}
+
+
+def read_image_scaled(path: Path, channels: int, max_pixels: int, bit_depth: str = "refuse") -> tuple[np.ndarray, bool]:
+    """Decode an image as grey (H, W) or RGB (H, W, 3) uint8; also whether a ``bit_depth`` rule scaled it."""
     im = _open(Path(path), max_pixels)
-    if im.mode not in _EIGHT_BIT:
-        raise DataError(display_path(path), f"pixel mode {im.mode!r} is not 8-bit; convert the image to 8-bit first")
-    if channels == 1:
-        return np.asarray(im.convert("L"))
-    return np.asarray(im.convert("RGB"))
+    if im.mode in _EIGHT_BIT:
+        return np.asarray(im.convert("L" if channels == 1 else "RGB")), False
+    if im.mode not in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
+        raise DataError(display_path(path), f"unsupported pixel mode {im.mode!r}")
+    if bit_depth == "refuse":
+        raise DataError(display_path(path), f"pixel mode {im.mode!r} is not 8-bit; set the dataset's "
+                                            "convert.bit_depth.rule (minmax or shift) or convert the image to 8-bit")
+    grey = SCALERS[bit_depth](np.asarray(im), path)
+    return (grey if channels == 1 else np.repeat(grey[..., None], 3, axis=2)), True
+
+
+def read_image(path: Path, channels: int, max_pixels: int, bit_depth: str = "refuse") -> np.ndarray:
+    """Decode an image as grey (H, W) or RGB (H, W, 3) uint8."""
+    return read_image_scaled(path, channels, max_pixels, bit_depth)[0]
 
 
 @dataclass(frozen=True)
