@@ -10,17 +10,17 @@ profile), ``augment``, ``split``, ``train`` (with ``ModelConfig``),
 from .augment import AugmentConfig
 from .base import AUTO, Auto, ConfigError, Strict, unresolved
 from .convert import (
-                      BIT_DEPTH_RULES,
-                      AulAnnotation,
-                      BinaryAnnotation,
-                      BitDepth,
-                      ConvertConfig,
-                      DatasetConfig,
-                      FolderLayout,
-                      GreyAnnotation,
-                      ImageClassRule,
-                      PaletteAnnotation,
-                      RgbAnnotation,
+    BIT_DEPTH_RULES,
+    AulAnnotation,
+    BinaryAnnotation,
+    BitDepth,
+    ConvertConfig,
+    DatasetConfig,
+    FolderLayout,
+    GreyAnnotation,
+    ImageClassRule,
+    PaletteAnnotation,
+    RgbAnnotation,
 )
 from .evaluate import EvaluateConfig
 from .params import DATASET_SECTIONS, GLOBAL_SECTIONS, PARAMS_FILE, Params, load_params
