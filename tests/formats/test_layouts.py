@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from conftest import REPO, ramp, save, shared_dataset
 from medseg.config import ConvertConfig, ImageClassRule, load_params
+from medseg.data.converted import ConvertedDataset
 from medseg.formats.convert import convert_dataset
 from medseg.formats.discover import discover
 from medseg.io.errors import DataError
@@ -248,3 +249,61 @@ def test_busi_sample_laid_out_as_published(tmp_path):
     assert report["image_classes"] == {"malignant": 42}
     assert all(i.startswith("malignant_") and not i.startswith("malignant_malignant") for i in m["id"])
     assert all(mask == f"{img[:-4]}_mask.jpg" for img, mask in zip(m["source_image"], m["source_mask"], strict=True))
+
+
+# --------------------------------------------------------------------------- published split folders
+SPLIT_FOLDERS = {"train": "train/train", "valid": "valid/valid", "test": "test/test"}
+
+
+def published_split(raw: Path, names: dict[str, list[str]]) -> None:
+    """A dataset as published pre-split: ``<split>/<split>/images/X.png`` beside ``.../masks/X.png``."""
+    for split, stems in names.items():
+        for stem in stems:
+            save(raw / SPLIT_FOLDERS[split] / "images" / f"{stem}.png", ramp(24, 32, 1))
+            save(raw / SPLIT_FOLDERS[split] / "masks" / f"{stem}.png", square())
+
+
+def test_split_folders_record_each_image_s_published_split_in_the_manifest(tmp_path):
+    published_split(tmp_path / "raw", {"train": ["Image_01L", "Image_02L"], "valid": ["Image_01R"],
+                                       "test": ["Image_02R"]})
+    layout = {"split_folders": SPLIT_FOLDERS}
+    convert_dataset(tmp_path / "raw", tmp_path / "out", cfg(layout, {"source": "fixed", "value": "fundus"},
+                                                            group_regex=r"^Image_(\d+)[LR]$"))
+    manifest = ConvertedDataset(tmp_path / "out").manifest
+    assert manifest.set_index("id")["published_split"].to_dict() == {
+        "Image_01L": "train", "Image_01R": "valid", "Image_02L": "train", "Image_02R": "test"}
+    assert manifest.set_index("id")["source_image"]["Image_02R"] == "test/test/images/Image_02R.png"
+
+
+def test_an_id_in_two_split_folders_is_an_error(tmp_path):
+    published_split(tmp_path / "raw", {"train": ["a"], "test": ["a"]})
+    two = {s: f for s, f in SPLIT_FOLDERS.items() if s != "valid"}  # a dataset published without valid
+    with pytest.raises(DataError, match="'a' clashes with"):
+        discover(tmp_path / "raw", cfg({"split_folders": two}, {"source": "fixed", "value": "x"}))
+
+
+def test_a_missing_split_folder_is_named(tmp_path):
+    published_split(tmp_path / "raw", {"train": ["a"], "test": ["b"]})
+    with pytest.raises(DataError, match="valid/valid.*split folder not found"):
+        discover(tmp_path / "raw", cfg({"split_folders": SPLIT_FOLDERS}, {"source": "fixed", "value": "x"}))
+
+
+def test_without_split_folders_the_column_is_empty_and_old_manifests_read_as_empty(tmp_path):
+    save(tmp_path / "raw" / "images" / "a.png", ramp(24, 32, 1))
+    save(tmp_path / "raw" / "masks" / "a.png", square())
+    convert_dataset(tmp_path / "raw", tmp_path / "out", cfg({}, {"source": "fixed", "value": "x"}))
+    assert ConvertedDataset(tmp_path / "out").manifest["published_split"].tolist() == [""]
+    old = pd.read_csv(tmp_path / "out" / "manifest.csv").drop(columns="published_split")
+    old.to_csv(tmp_path / "out" / "manifest.csv", index=False)
+    assert ConvertedDataset(tmp_path / "out").manifest["published_split"].tolist() == [""]
+
+
+@pytest.mark.parametrize(("layout", "message"), [
+    ({"split_folders": {"train": "../train"}}, "without '..'"),
+    ({"split_folders": {"train": "a", "test": "a"}}, "two splits name one folder"),
+    ({"split_folders": {"training": "a"}}, "train"),
+    ({"split_folders": {"train": "a"}, "class_folders": ["benign"]}, "exclude each other"),
+])
+def test_bad_split_folders_are_schema_errors(layout, message):
+    with pytest.raises(ValidationError, match=message):
+        cfg(layout, {"source": "fixed", "value": "x"})

@@ -111,7 +111,10 @@ class FolderLayout(Strict):
 
     With ``class_folders`` the dataset root holds one folder per image-level
     class and ``images``/``masks`` are taken inside each (``.`` for images
-    and masks side by side, as BUSI is published).
+    and masks side by side, as BUSI is published). With ``split_folders``
+    the dataset is published already split: each named folder (a path under
+    the root) holds ``images``/``masks``, and every image records the split
+    it was published in (``split.predefined`` decides whether it counts).
     """
 
     images: str = "images"
@@ -121,6 +124,9 @@ class FolderLayout(Strict):
     image_exts: list[str] = list(IMAGE_EXTS)
     mask_exts: list[str] = [*IMAGE_EXTS, ".gif"]
     class_folders: list[str] = Field([], description="folders of the dataset root, one per image-level class")
+    split_folders: dict[Literal["train", "valid", "test"], str] = Field(
+        {}, description="published split -> its folder under the dataset root, e.g. {train: train/train, "
+                        "valid: valid/valid, test: test/test}")
 
     @field_validator("mask_name")
     @classmethod
@@ -140,6 +146,24 @@ class FolderLayout(Strict):
         if len(set(v)) != len(v):
             raise ValueError("folder names must be unique")
         return v
+
+    @field_validator("split_folders")
+    @classmethod
+    def _inside_root(cls, v: dict[str, str]) -> dict[str, str]:
+        for split, folder in v.items():
+            parts = PurePosixPath(folder).parts
+            if not parts or PurePosixPath(folder).is_absolute() or ".." in parts or "\\" in folder:
+                raise ValueError(f"{split}: {folder!r} must be a folder path under the dataset root, without '..'")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two splits name one folder")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind_of_folders(self) -> FolderLayout:
+        if self.class_folders and self.split_folders:
+            raise ValueError("class_folders and split_folders exclude each other (take the image class from a "
+                             "regex or csv instead)")
+        return self
 
 
 def _check_regex(v: str | None, what: str) -> str | None:

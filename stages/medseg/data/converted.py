@@ -5,7 +5,9 @@ On disk:
 - ``images/<id>.png``: 8-bit grey or RGB, as the dataset's ``channels`` say;
 - ``labels/<id>.png``: uint8 class indices in the order of ``classes`` (0 = background);
 - ``manifest.csv``: one row per image, sorted by id: ``id, group, image_class,
-  image, label, height, width, source_image, source_mask`` and ``px_<class>``
+  image, label, height, width, source_image, source_mask, published_split``
+  (train, valid or test as the dataset was published, empty when it came
+  unsplit; manifests written before it read as empty) and ``px_<class>``
   (pixels per class);
 - ``report.json``: ``classes``, ``channels``, counts, skipped files, snapped
   pixels, quirks applied (see ``medseg.formats.convert``).
@@ -33,8 +35,9 @@ MANIFEST = "manifest.csv"
 REPORT = "report.json"
 IMAGES = "images"
 LABELS = "labels"
-COLUMNS = ("id", "group", "image_class", "image", "label", "height", "width", "source_image", "source_mask")
-_TEXT_COLUMNS = ("id", "group", "image_class")
+COLUMNS = ("id", "group", "image_class", "image", "label", "height", "width", "source_image", "source_mask",
+           "published_split")
+_TEXT_COLUMNS = ("id", "group", "image_class", "published_split")
 _MISSING = "not found (run the convert stage first)"
 
 
@@ -52,11 +55,14 @@ def write_sample(out: Path, sid: str, image: np.ndarray, label: np.ndarray) -> N
 
 
 def manifest_row(sid: str, group: str, image_class: str, shape: tuple[int, int], source_image: str,
-                 source_mask: str, pixels: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
-    """The manifest row of a sample written by ``write_sample``."""
+                 source_mask: str, pixels: Sequence[int], classes: Sequence[str],
+                 published_split: str = "") -> dict[str, Any]:
+    """The manifest row of a sample written by ``write_sample``; ``published_split``: '' unless the dataset
+    came split."""
     return {"id": sid, "group": group, "image_class": image_class, "image": f"{IMAGES}/{sid}.png",
             "label": f"{LABELS}/{sid}.png", "height": shape[0], "width": shape[1], "source_image": source_image,
-            "source_mask": source_mask, **{f"px_{name}": int(n) for name, n in zip(classes, pixels, strict=True)}}
+            "source_mask": source_mask, "published_split": published_split,
+            **{f"px_{name}": int(n) for name, n in zip(classes, pixels, strict=True)}}
 
 
 def write_manifest(out: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -185,4 +191,6 @@ def _read_manifest(path: Path) -> pd.DataFrame:
         raise DataError(path, f"duplicate ids {duplicated[:5]}")
     if (frame["id"] == "").any():
         raise DataError(path, "empty id")
+    if "published_split" not in frame.columns:  # written before datasets could come split
+        frame["published_split"] = ""
     return frame.sort_values("id", kind="stable").reset_index(drop=True)

@@ -88,7 +88,7 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
         sample.id, sample.group, _image_class(label, sample, cfg, counts), shape,
         source_image=display_path(sample.image.relative_to(raw)),
         source_mask=";".join(display_path(m.relative_to(raw)) for m in sample.masks),
-        pixels=counts, classes=cfg.classes)
+        pixels=counts, classes=cfg.classes, published_split=sample.published_split)
     return Converted(row, snapped, quirk, len(sample.masks), scaled, outliers)
 
 

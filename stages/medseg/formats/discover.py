@@ -5,7 +5,9 @@ layout configured in params (images folder, masks folder, a mask-name
 pattern such as ``{stem}_mask``, or ``{stem}_mask*`` for several masks
 ``{stem}_mask``, ``{stem}_mask_1``, ... of one image), at the dataset root
 or inside each of its class folders (``layout.class_folders``; ids then
-start with the class). Groups come from ``group_regex`` on the image stem
+start with the class), or inside each folder of a published split
+(``layout.split_folders``; ids stay the stems, and each sample records its
+``published_split``). Groups come from ``group_regex`` on the image stem
 (else each image is its own group); ids must be unique. The result is a
 list of ``Sample`` plus a list of problems; whether a problem stops the
 stage is decided by the caller.
@@ -48,6 +50,8 @@ def _by_stem(folder: Path, exts: list[str]) -> dict[str, list[Path]]:
 
 
 def _discover_folders(root: Path, layout: FolderLayout) -> Discovery:
+    if layout.split_folders:
+        return _discover_split_folders(root, layout)
     if not layout.class_folders:
         return _discover_pairs(root, layout)
     missing = [name for name in layout.class_folders if not (root / name).is_dir()]
@@ -63,6 +67,21 @@ def _discover_folders(root: Path, layout: FolderLayout) -> Discovery:
     others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in layout.class_folders)
     if others:
         found.notes.append(f"folders not in layout.class_folders, not read: {others}")
+    return found
+
+
+def _discover_split_folders(root: Path, layout: FolderLayout) -> Discovery:
+    """Pairs in each published split's folder; an image keeps its stem as id (a clash is caught later)."""
+    missing = [f for f in layout.split_folders.values() if not (root / f).is_dir()]
+    if missing:
+        raise DataError(display_path(root / missing[0]), "split folder not found (layout.split_folders names "
+                                                         f"{dict(layout.split_folders)})")
+    found = Discovery([], [], [])
+    for split, folder in layout.split_folders.items():
+        part = _discover_pairs(root / folder, layout)
+        found.samples += [replace(s, published_split=split) for s in part.samples]
+        found.problems += part.problems
+        found.notes += [f"{folder}: {note}" for note in part.notes]
     return found
 
 

@@ -19,6 +19,7 @@ class Sample:
     polygons: dict[str, Path] = field(default_factory=dict)  # AUL: outline/liver/mass -> JSON
     folder: str = ""  # class folder (AUL, or layout.class_folders)
     image_class: str = ""  # when known from the name or metadata (medseg.formats.image_class)
+    published_split: str = ""  # train, valid or test when the dataset comes split (layout.split_folders)
 
 
 @dataclass
