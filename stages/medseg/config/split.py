@@ -36,6 +36,12 @@ class SplitConfig(Strict):
     folds: int = Field(0, ge=0, description="k >= 3: group k-fold cross-validation over all groups; 0 = off")
     test_groups: str | None = Field(None, description="regex: the patient groups it matches are the test set (a "
                                                       "published protocol); valid is drawn from the others")
+    predefined: Literal["ignore", "respect"] = Field(
+        "ignore", description="the split a dataset was published in (layout.split_folders): ignore it, or "
+                              "respect it (no drawing; valid and test fractions unused)")
+    predefined_conflict: Literal["move", "refuse"] = Field(
+        "move", description="with respect, a patient group published on two sides: move it whole to the side "
+                            "holding most of its images (ties: test, then valid, then train), or refuse")
     audit: AuditConfig = AuditConfig()
 
     @field_validator("test_groups")
@@ -56,4 +62,10 @@ class SplitConfig(Strict):
             raise ValueError("folds must be 0 (off) or at least 3 (each round needs test, valid and train folds)")
         if self.folds and self.test_groups:
             raise ValueError("test_groups: a fixed test set and cross-validation exclude each other; set folds: 0")
+        if self.predefined == "respect" and self.folds:
+            raise ValueError("predefined: 'respect' keeps the published split, which cross-validation would "
+                             "replace; set folds: 0 or predefined: ignore")
+        if self.predefined == "respect" and self.test_groups:
+            raise ValueError("predefined: 'respect' takes the test set as published; test_groups would name "
+                             "another one. Drop test_groups or set predefined: ignore")
         return self

@@ -16,7 +16,10 @@ that matched), and ``merged``, the map from each such group to the union
 of all groups it is linked to, directly or through others (union-find),
 which the split then treats as one group. ``write_audit`` writes it to
 ``data/split/<name>_audit.json``; with ``duplicates: refuse`` a match is a
-``DataError`` instead, naming both files.
+``DataError`` instead, naming both files. The file also lists the groups
+``split.predefined: respect`` moved off their published split
+(``medseg.data.predefined``), since those are the split's other changes to
+the groups as the data came.
 
 A hash sees layout, not identity: images without structure (blank frames)
 hash alike and would be merged. Scans that share a field of view (the fan
@@ -27,6 +30,7 @@ by a wide margin (``tests/data/test_audit.py`` holds the measurements).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ import pandas as pd
 
 from medseg.config import PARAMS_FILE, AuditConfig
 from medseg.data.converted import ConvertedDataset
+from medseg.data.predefined import Move
 from medseg.io.errors import DataError
 from medseg.io.images import read_png
 from medseg.io.tables import write_json
@@ -199,8 +204,9 @@ def _file(dataset: ConvertedDataset, sid: str) -> str:
 
 
 # --------------------------------------------------------------------------- the audit file
-def audit_record(audit: Audit, manifest: pd.DataFrame) -> dict[str, Any]:
-    """The JSON-ready record of ``audit``; ``manifest`` (the converted one) gives each image's files."""
+def audit_record(audit: Audit, manifest: pd.DataFrame, moves: Sequence[Move] = ()) -> dict[str, Any]:
+    """The JSON-ready record of ``audit``; ``manifest`` (the converted one) gives each image's files; ``moves``:
+    the groups the published split put on several sides, moved whole."""
     rows = manifest.set_index("id")
 
     def image(sid: str, group: str) -> dict[str, str]:
@@ -225,8 +231,9 @@ def audit_record(audit: Audit, manifest: pd.DataFrame) -> dict[str, Any]:
                      "variant": m.variant, "merged_group": audit.group_of(m.group_a)} for m in audit.matches],
         "merged_groups": [{"group": name, "members": sorted(g for g, m in audit.merged.items() if m == name)}
                           for name in merged],
+        "predefined_moves": [m.record() for m in moves],
     }
 
 
-def write_audit(path: Path, audit: Audit, manifest: pd.DataFrame) -> None:
-    write_json(path, audit_record(audit, manifest))
+def write_audit(path: Path, audit: Audit, manifest: pd.DataFrame, moves: Sequence[Move] = ()) -> None:
+    write_json(path, audit_record(audit, manifest, moves))

@@ -11,7 +11,10 @@ Groups the leak audit linked (``medseg.data.audit``: near-duplicate images
 in different groups) are first merged, given as ``merged`` (group -> merged
 group); the table's ``group`` column then holds the merged group's name.
 
-Rules: every image of a group lands in one split; with ``test_groups``
+Rules: every image of a group lands in one split; with ``predefined:
+respect`` the split is the one the dataset was published in (the
+manifest's ``published_split``), a group it puts on two sides moved whole
+or refused (``medseg.data.predefined``); with ``test_groups``
 (a published protocol) the groups it matches are the test set, else groups
 are drawn per image-level class so each split keeps the class mix where counts allow;
 augmented copies go to ``train`` when their source is in train and are
@@ -37,6 +40,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from medseg.config import PARAMS_FILE, SplitConfig
 from medseg.io.errors import DataError
 from medseg.io.tables import read_csv, write_csv
+
+from .predefined import Move, resolve
 
 SPLITS = ("train", "valid", "test")
 COLUMNS = ("id", "source_id", "group", "image_class", "kind", "split", "fold")
@@ -84,6 +89,9 @@ def assign_groups(originals: pd.DataFrame, cfg: SplitConfig, merged: Mapping[str
     """
     merged = merged or {}
     groups = _group_table(merge(originals, merged))
+    if cfg.predefined == "respect":
+        published = resolve(merge(originals, merged), cfg.predefined_conflict).splits
+        return groups.assign(split=groups["group"].map(published), fold=-1)
     groups["key"] = _stable_order(groups["group"], cfg.seed)
     groups = groups.sort_values(["image_class", "key"]).reset_index(drop=True)
     groups["split"] = "train"
@@ -105,6 +113,14 @@ def assign_groups(originals: pd.DataFrame, cfg: SplitConfig, merged: Mapping[str
             groups.loc[picked, "split"] = name
     groups["fold"] = _folds(groups, cfg) if cfg.folds else -1
     return groups.drop(columns="key")
+
+
+def predefined_moves(originals: pd.DataFrame, cfg: SplitConfig,
+                     merged: Mapping[str, str] | None = None) -> list[Move]:
+    """The groups ``predefined: respect`` moves off their published split (none with ``ignore``)."""
+    if cfg.predefined != "respect":
+        return []
+    return resolve(merge(originals, merged or {}), cfg.predefined_conflict).moves
 
 
 def _folds(groups: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:

@@ -1,0 +1,72 @@
+"""The published split of a dataset that came split (``layout.split_folders``), made group-safe.
+
+Input: the converted manifest's originals (``id``, ``group`` after the leak
+audit's merges, ``published_split``) and ``split.predefined_conflict``.
+Output: a ``Resolution``, each group's split and the groups moved to get it.
+
+The published split is kept where it keeps every patient group on one
+side. A group it puts on two sides is, with ``move``, moved whole to the
+side holding most of its images; a tie goes to the side earlier in
+``PRIORITY`` (test, valid, train), so a tie never takes images out of the
+test set and a test set is never made smaller by a tie. With ``refuse`` the
+first such group is a ``DataError`` naming the files on each side.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from medseg.config import PARAMS_FILE
+from medseg.io.errors import DataError
+
+PRIORITY = ("test", "valid", "train")  # who wins a tie between sides of equal size
+COLUMN = "published_split"
+
+
+@dataclass(frozen=True)
+class Move:
+    """A group the published split put on several sides, now whole on ``to``."""
+
+    group: str
+    to: str
+    sides: dict[str, list[str]]  # published split -> ids of the group's images there
+
+    def record(self) -> dict:
+        return {"group": self.group, "to": self.to, "published": self.sides}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    splits: dict[str, str]  # group -> split
+    moves: list[Move]
+
+
+def _winner(sides: dict[str, list[str]]) -> str:
+    return max(PRIORITY, key=lambda s: (len(sides.get(s, [])), -PRIORITY.index(s)))
+
+
+def resolve(originals: pd.DataFrame, conflict: Literal["move", "refuse"]) -> Resolution:
+    """Each group's published split; groups on several sides moved (or refused) as the module says."""
+    published = originals[COLUMN] if COLUMN in originals else pd.Series("", index=originals.index)
+    unset = originals.loc[~published.isin(PRIORITY), "id"].tolist()
+    if unset:
+        raise DataError(PARAMS_FILE, f"split.predefined is respect but {len(unset)} image(s) have no published "
+                                     f"split, e.g. {unset[:3]}; name the split folders in the dataset's "
+                                     "layout.split_folders, or set split.predefined: ignore")
+    splits, moves = {}, []
+    frame = originals.assign(published=published).sort_values(["group", "id"], kind="stable")
+    for group, rows in frame.groupby("group", sort=True):
+        sides = {s: rows.loc[rows["published"] == s, "id"].tolist() for s in PRIORITY if (rows["published"] == s).any()}
+        if len(sides) == 1:
+            splits[group] = next(iter(sides))
+            continue
+        if conflict == "refuse":
+            where = "; ".join(f"{s}: {', '.join(ids)}" for s, ids in sides.items())
+            raise DataError(PARAMS_FILE, f"split.predefined_conflict is refuse and the published split puts "
+                                         f"patient group {group!r} on several sides ({where}); fix the groups or "
+                                         "set split.predefined_conflict: move")
+        splits[group] = _winner(sides)
+        moves.append(Move(str(group), splits[group], sides))
+    return Resolution(splits, moves)

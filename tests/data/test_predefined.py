@@ -1,0 +1,92 @@
+"""split.predefined: a published split kept as published, except that a patient group never crosses it."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from medseg.config import SplitConfig
+from medseg.data.audit import Audit, audit_record
+from medseg.data.split import predefined_moves, split_table
+from medseg.io.errors import DataError
+
+RESPECT = SplitConfig(predefined="respect")
+
+
+def published(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """(id, group, published split) rows as the converted manifest has them."""
+    return pd.DataFrame([{"id": i, "group": g, "image_class": "x", "published_split": s} for i, g, s in rows])
+
+
+NO_COPIES = pd.DataFrame(columns=["id", "source_id"])
+
+
+def splits(table: pd.DataFrame) -> dict[str, str]:
+    return table.set_index("id")["split"].to_dict()
+
+
+def test_a_group_across_train_and_test_moves_whole_to_its_majority_side():
+    orig = published([("a1", "a", "train"), ("a2", "a", "train"), ("a3", "a", "test"),
+                      ("b1", "b", "test"), ("c1", "c", "valid"), ("d1", "d", "train")])
+    table = split_table(orig, NO_COPIES, RESPECT)
+    assert splits(table) == {"a1": "train", "a2": "train", "a3": "train", "b1": "test", "c1": "valid",
+                             "d1": "train"}
+    moves = predefined_moves(orig, RESPECT)
+    assert [(m.group, m.to, m.sides) for m in moves] == [("a", "train", {"test": ["a3"], "train": ["a1", "a2"]})]
+
+
+@pytest.mark.parametrize(("sides", "winner"), [(("train", "test"), "test"), (("valid", "test"), "test"),
+                                               (("train", "valid"), "valid")])
+def test_a_tie_goes_to_the_side_earlier_in_test_valid_train(sides, winner):
+    orig = published([("a1", "a", sides[0]), ("a2", "a", sides[1]), ("b1", "b", "train")])
+    table = split_table(orig, NO_COPIES, RESPECT)
+    assert splits(table) == {"a1": winner, "a2": winner, "b1": "train"}
+
+
+def test_refuse_names_the_group_and_the_files_on_each_side():
+    orig = published([("Image_02L", "02", "train"), ("Image_02R", "02", "test"), ("Image_01L", "01", "train")])
+    with pytest.raises(DataError, match=r"'02'.*test: Image_02R; train: Image_02L"):
+        split_table(orig, NO_COPIES, SplitConfig(predefined="respect", predefined_conflict="refuse"))
+
+
+def test_groups_the_audit_merged_are_resolved_as_one():
+    orig = published([("a1", "a", "train"), ("b1", "b", "test"), ("b2", "b", "test")])
+    table = split_table(orig, NO_COPIES, RESPECT, merged={"a": "a+b", "b": "a+b"})
+    assert set(table["split"]) == {"test"} and set(table["group"]) == {"a+b"}
+    assert [m.group for m in predefined_moves(orig, RESPECT, {"a": "a+b", "b": "a+b"})] == ["a+b"]
+
+
+def test_ignore_leaves_the_published_split_unused():
+    orig = published([(f"p{g:02d}_{k}", f"p{g:02d}", "test") for g in range(20) for k in range(2)])
+    cfg = SplitConfig(valid=0.2, test=0.2, seed=1)
+    table = split_table(orig, NO_COPIES, cfg)
+    assert table.groupby("split")["group"].nunique().to_dict() == {"test": 4, "train": 12, "valid": 4}
+    assert predefined_moves(orig, cfg) == []
+
+
+def test_augmented_copies_follow_their_source_into_train_only():
+    orig = published([("a1", "a", "train"), ("a2", "a", "test"), ("a3", "a", "train"), ("b1", "b", "valid")])
+    copies = pd.DataFrame({"id": ["a2__aug00", "b1__aug00"], "source_id": ["a2", "b1"]})
+    table = split_table(orig, copies, RESPECT)
+    assert splits(table)["a2__aug00"] == "train" and splits(table)["b1__aug00"] == "unused"
+
+
+def test_respect_without_a_published_split_is_an_error():
+    orig = published([("a1", "a", "train"), ("b1", "b", "")])
+    with pytest.raises(DataError, match=r"no published split.*b1.*layout.split_folders"):
+        split_table(orig, NO_COPIES, RESPECT)
+
+
+def test_moves_are_listed_in_the_audit_record():
+    orig = published([("a1", "a", "train"), ("a2", "a", "test"), ("a3", "a", "test")])
+    orig = orig.assign(image=["images/a1.png", "images/a2.png", "images/a3.png"])
+    record = audit_record(Audit(RESPECT.audit, 3, 1), orig, predefined_moves(orig, RESPECT))
+    assert record["predefined_moves"] == [{"group": "a", "to": "test",
+                                           "published": {"test": ["a2", "a3"], "train": ["a1"]}}]
+
+
+@pytest.mark.parametrize(("extra", "message"), [({"folds": 5}, "cross-validation"),
+                                                ({"test_groups": "^1"}, "test_groups")])
+def test_respect_with_folds_or_test_groups_is_a_schema_error(extra, message):
+    with pytest.raises(ValidationError, match=message):
+        SplitConfig(predefined="respect", **extra)
