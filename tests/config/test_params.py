@@ -24,7 +24,8 @@ def _load(tmp_path, data: dict):
 def test_shipped_params_are_valid():
     params = load_params(REPO / "params.yaml")
     assert params.active == ["synthetic"]
-    assert {"synthetic", "aul", "us-liver-mini", "busi-malignant-mini", "chase-retina-mini"} <= set(params.datasets)
+    assert {"synthetic", "aul", "us-liver-mini", "busi-malignant-mini", "chase-retina-mini",
+            "tsd-retinal-vessel-7z"} <= set(params.datasets)
     aul = params.dataset("aul").source.remote_files()
     assert [f.md5 for f in aul] == ["c37fef0cb2730236a79ef57e5315995e", "63894a9e5654a69c3b94bda84071dfb0",
                                     "a7e16299b2cf12ca4a6c3468d2e4978f"]

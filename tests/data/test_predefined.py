@@ -5,10 +5,13 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from medseg.config import SplitConfig
+from conftest import REPO, shared_dataset
+from medseg.config import ArchiveLimits, SplitConfig, load_params
 from medseg.data.audit import Audit, audit_record
 from medseg.data.split import predefined_moves, split_table
+from medseg.formats.discover import discover
 from medseg.io.errors import DataError
+from medseg.sources.archive import extract_archive
 
 RESPECT = SplitConfig(predefined="respect")
 
@@ -90,3 +93,25 @@ def test_moves_are_listed_in_the_audit_record():
 def test_respect_with_folds_or_test_groups_is_a_schema_error(extra, message):
     with pytest.raises(ValidationError, match=message):
         SplitConfig(predefined="respect", **extra)
+
+
+def test_the_shared_tsd_archives_keep_each_child_in_one_split(tmp_path):
+    src = shared_dataset("tsd-retinal-vessel-7z")
+    for name in ("train", "valid", "test"):  # as fetch unpacks them: data/raw/<dataset>/<name>/<name>/images
+        extract_archive(src / f"{name}.7z.001", tmp_path / "raw" / name, ArchiveLimits())
+    params = load_params(REPO / "params.yaml")
+    found = discover(tmp_path / "raw", params.dataset("tsd-retinal-vessel-7z").convert)
+    assert not found.problems and len(found.samples) == 28
+    orig = pd.DataFrame([{"id": s.id, "group": s.group, "image_class": "fundus",
+                          "published_split": s.published_split} for s in found.samples])
+    assert orig["published_split"].value_counts().to_dict() == {"train": 16, "test": 7, "valid": 5}
+    cfg = params.sections("tsd-retinal-vessel-7z")["split"]
+    table = split_table(orig, NO_COPIES, cfg)
+    assert (table.groupby("group")["split"].nunique() == 1).all() and table["group"].nunique() == 14
+    moves = predefined_moves(orig, cfg)
+    assert sorted(m.group for m in moves) == ["02", "03", "04", "06", "08", "09", "11", "12", "13"]
+    assert table["split"].value_counts().to_dict() == SHARED_SIZES
+
+
+# Every moved child is a 1-1 tie (two eyes), so the tie rule sends train|test children to test.
+SHARED_SIZES = {"test": 14, "valid": 6, "train": 8}
