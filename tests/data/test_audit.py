@@ -267,11 +267,13 @@ def split_stage():
     return module
 
 
-def stage_inputs(root, duplicates: str, folds: int) -> None:
+def stage_inputs(root, duplicates: str, folds: int, **split) -> None:
     """params.yaml, the plan, a converted dataset with a flipped copy across groups and its augmented manifest
-    for the ``synthetic`` dataset, under ``root`` laid out as the repository."""
+    for the ``synthetic`` dataset, under ``root`` laid out as the repository; ``split``: that profile's own
+    split knobs."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["split"].update(folds=folds)
+    raw["datasets"]["synthetic"].setdefault("split", {}).update(split)
     raw["split"]["audit"]["duplicates"] = duplicates
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(root / "params.yaml")
@@ -307,6 +309,46 @@ def test_the_stage_refuses_with_exit_1_naming_both_files(tmp_path, monkeypatch, 
     assert exit_.value.code == 1
     assert "img02.png" in caplog.text and "twin.png" in caplog.text and "flip, distance" in caplog.text
     assert not paths.split_file("synthetic").exists() and not paths.audit_file("synthetic").exists()
+
+
+def publish(root) -> None:
+    """Give the stage inputs' images a published split: the twin (merged with img02's group) on a third side."""
+    path = root / paths.converted_dir("synthetic") / converted.MANIFEST
+    manifest = pd.read_csv(path)
+    sides = {"img08": "valid", "img09": "valid", "img10": "test", "img11": "test", "twin": "test"}
+    manifest["published_split"] = manifest["id"].map(lambda i: sides.get(i, "train"))
+    manifest.to_csv(path, index=False)
+
+
+def test_the_stage_moves_a_merged_group_the_published_split_divides(tmp_path, monkeypatch, caplog) -> None:
+    stage_inputs(tmp_path, "merge", folds=0, predefined="respect")
+    publish(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    stage = split_stage()
+    with caplog.at_level(logging.INFO):
+        stage.run_stage(stage.main, ["synthetic", "--params", "params.yaml"])
+    table = pd.read_csv(paths.split_file("synthetic"))
+    originals = table[table["kind"] == "original"].set_index("id")["split"]
+    # img02 (train), img09 (valid) and the twin (test) are one group: a three-way tie, so test.
+    assert originals[["img02", "img09", "twin"]].tolist() == ["test"] * 3
+    assert originals.value_counts().to_dict() == {"train": 7, "test": 5, "valid": 1}
+    assert set(table.loc[table["source_id"] == "img02", "split"]) == {"test", "unused"}
+    record = json.loads(paths.audit_file("synthetic").read_text())
+    assert record["predefined_moves"] == [{"group": "g02+g09", "to": "test", "published": {
+        "test": ["twin"], "valid": ["img09"], "train": ["img02"]}}]
+    assert "group g02+g09 was published on test (1), valid (1), train (1); moved whole to test" in caplog.text
+
+
+def test_the_stage_refuses_a_divided_group_with_exit_1(tmp_path, monkeypatch, caplog) -> None:
+    stage_inputs(tmp_path, "merge", folds=0, predefined="respect", predefined_conflict="refuse")
+    publish(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    stage = split_stage()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_:
+        stage.run_stage(stage.main, ["synthetic", "--params", "params.yaml"])
+    assert exit_.value.code == 1
+    assert "'g02+g09'" in caplog.text and "test: twin; valid: img09; train: img02" in caplog.text
+    assert not paths.split_file("synthetic").exists()
 
 
 # --------------------------------------------------------------------------- the shared real datasets
