@@ -6,10 +6,12 @@ Output: a ``Resolution``, each group's split and the groups moved to get it.
 
 The published split is kept where it keeps every patient group on one
 side. A group it puts on two sides is, with ``move``, moved whole to the
-side holding most of its images; a tie goes to the side earlier in
-``PRIORITY`` (test, valid, train), so a tie never takes images out of the
-test set and a test set is never made smaller by a tie. With ``refuse`` the
-first such group is a ``DataError`` naming the files on each side.
+side holding most of its images. A tie (one eye on each side) goes to the
+tied side that has lost most images to earlier moves, so that the sides
+keep their published sizes as closely as they can (groups are taken in
+name order); a tie there goes to the side earlier in ``PRIORITY`` (test,
+valid, train). With ``refuse`` the first such group is a ``DataError``
+naming the files on each side.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import pandas as pd
 from medseg.config import PARAMS_FILE
 from medseg.io.errors import DataError
 
-PRIORITY = ("test", "valid", "train")  # who wins a tie between sides of equal size
+PRIORITY = ("test", "valid", "train")  # who wins a tie that the published sizes leave open
 COLUMN = "published_split"
 
 
@@ -43,8 +45,9 @@ class Resolution:
     moves: list[Move]
 
 
-def _winner(sides: dict[str, list[str]]) -> str:
-    return max(PRIORITY, key=lambda s: (len(sides.get(s, [])), -PRIORITY.index(s)))
+def _winner(sides: dict[str, list[str]], lost: dict[str, int]) -> str:
+    """The side holding most of the group; among equals, the one that has lost most images, then ``PRIORITY``."""
+    return max(sides, key=lambda s: (len(sides[s]), lost[s], -PRIORITY.index(s)))
 
 
 def resolve(originals: pd.DataFrame, conflict: Literal["move", "refuse"]) -> Resolution:
@@ -56,6 +59,7 @@ def resolve(originals: pd.DataFrame, conflict: Literal["move", "refuse"]) -> Res
                                      f"split, e.g. {unset[:3]}; name the split folders in the dataset's "
                                      "layout.split_folders, or set split.predefined: ignore")
     splits, moves = {}, []
+    lost = dict.fromkeys(PRIORITY, 0)  # images each side has lost to moves, net of what it gained
     frame = originals.assign(published=published).sort_values(["group", "id"], kind="stable")
     for group, rows in frame.groupby("group", sort=True):
         sides = {s: rows.loc[rows["published"] == s, "id"].tolist() for s in PRIORITY if (rows["published"] == s).any()}
@@ -67,6 +71,8 @@ def resolve(originals: pd.DataFrame, conflict: Literal["move", "refuse"]) -> Res
             raise DataError(PARAMS_FILE, f"split.predefined_conflict is refuse and the published split puts "
                                          f"patient group {group!r} on several sides ({where}); fix the groups or "
                                          "set split.predefined_conflict: move")
-        splits[group] = _winner(sides)
+        splits[group] = _winner(sides, lost)
+        for side, ids in sides.items():
+            lost[side] += -sum(len(v) for k, v in sides.items() if k != side) if side == splits[group] else len(ids)
         moves.append(Move(str(group), splits[group], sides))
     return Resolution(splits, moves)
