@@ -71,8 +71,10 @@ def resolve(originals: pd.DataFrame, conflict: Literal["move", "refuse"]) -> Res
             raise DataError(PARAMS_FILE, f"split.predefined_conflict is refuse and the published split puts "
                                          f"patient group {group!r} on several sides ({where}); fix the groups or "
                                          "set split.predefined_conflict: move")
-        splits[group] = _winner(sides, lost)
+        winner = splits[group] = _winner(sides, lost)
         for side, ids in sides.items():
-            lost[side] += -sum(len(v) for k, v in sides.items() if k != side) if side == splits[group] else len(ids)
+            if side != winner:
+                lost[side] += len(ids)
+                lost[winner] -= len(ids)
         moves.append(Move(str(group), splits[group], sides))
     return Resolution(splits, moves)
