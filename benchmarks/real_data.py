@@ -19,6 +19,7 @@ table then says so). Needs ``../shared/datasets``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -47,6 +48,9 @@ DATASETS = {
     "chase-retina-mini": {"score": "vessel", "anchor": "U-Net F1 0.778, SA-UNet 0.815 (published, same protocol)",
                           "target": 0.80, "before": "0.117 [0.102, 0.130] (commit 051e826, random group split)"},
     "busi-malignant-mini": {"score": "lesion", "anchor": "-", "target": None, "before": "-"},
+    "tsd-retinal-vessel-7z": {"score": "vessel", "anchor": "the same 28 CHASE images as chase-retina-mini, read "
+                                                        "from the collection's three 7z archives", "target": None,
+                              "before": "-"},
     "synthetic": {"score": None, "anchor": "-", "target": 0.90, "before": "0.938 (commit 051e826, fixed split)"},
 }
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
@@ -142,6 +146,7 @@ def measure(dataset: str, overrides: dict[str, object], keep: Path | None, commi
         out = clone / "metrics" / "datasets" / dataset
         result = {"dataset": dataset, "commit": commit, "date": f"{datetime.now():%Y-%m-%d}",
                   "overrides": overrides, "seconds": total, "stages": stages,
+                  "split_sides": split_sides(clone / "data" / "split" / f"{dataset}.csv"),
                   "eval": json.loads((out / "eval.json").read_text()),
                   "train": json.loads((out / "train.json").read_text()),
                   "plan": json.loads((clone / "data" / "plan" / f"{dataset}.json").read_text())}
@@ -150,8 +155,20 @@ def measure(dataset: str, overrides: dict[str, object], keep: Path | None, commi
     return result
 
 
+def split_sides(path: Path) -> dict[str, int]:
+    """How many patient groups the split put on one side (split and fold), and on more than one (a leak: must be 0)."""
+    sides: dict[str, set[str]] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            if row["split"] != "unused":
+                sides.setdefault(row["group"], set()).add((row["split"], row.get("fold")))
+    return {"groups": len(sides), "groups_on_two_sides": sum(len(s) > 1 for s in sides.values())}
+
+
 def protocol(plan: dict) -> str:
     split = plan["split"]
+    if split.get("predefined") == "respect":
+        return "the published train/valid/test split, each patient group kept whole"
     if split["folds"]:
         return f"{split['folds']}-fold group cross-validation, every image tested once"
     if split["test_groups"]:
@@ -195,7 +212,10 @@ def report(results: list[dict]) -> str:
         posts = {k: v.get("postprocess") for k, v in r["train"].items() if isinstance(v, dict) and "postprocess" in v}
         post = posts or {"model": r["train"].get("postprocess")}
         lines.append(f"- **{r['dataset']}**: {planned}; {binds}. Post-processing chosen on validation: {post}. "
-                     f"Stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items()) + ".")
+                     f"Stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items()) + "."
+                     + (f" Split: {r['split_sides']['groups']} patient groups, "
+                        f"{r['split_sides']['groups_on_two_sides']} on more than one side." if "split_sides" in r
+                        else ""))
     return "\n".join(lines) + "\n"
 
 
