@@ -50,13 +50,28 @@ def test_later_ties_go_to_the_side_that_lost_most_so_the_published_sizes_hold():
     # a and b are each one eye in train, one in test; c is a 2-1 majority for train.
     orig = published([("a1", "a", "train"), ("a2", "a", "test"), ("b1", "b", "train"), ("b2", "b", "test"),
                       ("c1", "c", "train"), ("c2", "c", "train"), ("c3", "c", "test"),
-                      ("d1", "d", "test"), ("e1", "e", "train")])
+                      ("d1", "d", "test"), ("e1", "e", "train"), ("f1", "f", "valid")])
     table = splits(split_table(orig, NO_COPIES, RESPECT))
     # a: tie, nothing lost yet -> test (PRIORITY); train has now lost one, so b's tie -> train; c: majority
     assert {k: v for k, v in table.items() if k[0] in "abc"} == {
         "a1": "test", "a2": "test", "b1": "train", "b2": "train", "c1": "train", "c2": "train", "c3": "train"}
     assert [(m.group, m.to) for m in predefined_moves(orig, RESPECT)] == [("a", "test"), ("b", "train"),
                                                                           ("c", "train")]
+
+
+def test_a_side_published_without_is_drawn_from_the_train_groups():
+    # Published as train/test only (as several collection sets are): valid comes from train's groups, test stays.
+    orig = published([(f"t{g:02d}_{k}", f"t{g:02d}", "train") for g in range(20) for k in range(2)]
+                     + [("x1", "x", "test"), ("x2", "x", "train"), ("x3", "x", "train"), ("y1", "y", "test")])
+    table = split_table(orig, NO_COPIES, SplitConfig(predefined="respect", valid=0.2, seed=3))
+    by_group = table.groupby("group")["split"].agg(set)
+    assert all(len(s) == 1 for s in by_group)  # every group whole
+    assert by_group.map(min).value_counts().to_dict() == {"train": 17, "valid": 4, "test": 1}
+    assert by_group["y"] == {"test"} and by_group["x"] in ({"train"}, {"valid"})  # x: 2-1 for train, moved whole
+    # Published train/valid only: the test set is drawn from train, valid stays as published.
+    orig = published([(f"t{g:02d}", f"t{g:02d}", "train") for g in range(10)] + [("v1", "v", "valid")])
+    table = split_table(orig, NO_COPIES, SplitConfig(predefined="respect", test=0.2, seed=3))
+    assert table.groupby("split")["group"].nunique().to_dict() == {"test": 2, "train": 8, "valid": 1}
 
 
 def test_refuse_names_the_group_and_the_files_on_each_side():

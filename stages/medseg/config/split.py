@@ -38,7 +38,8 @@ class SplitConfig(Strict):
                                                       "published protocol); valid is drawn from the others")
     predefined: Literal["ignore", "respect"] = Field(
         "ignore", description="the split a dataset was published in (layout.split_folders): ignore it, or "
-                              "respect it (no drawing; valid and test fractions unused)")
+                              "respect it (a side published without, valid or test, is drawn from the train groups "
+                              "at its fraction)")
     predefined_conflict: Literal["move", "refuse"] = Field(
         "move", description="with respect, a patient group published on two sides: move it whole to the side "
                             "holding most of its images (ties: test, then valid, then train), or refuse")

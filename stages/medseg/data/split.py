@@ -14,7 +14,8 @@ group); the table's ``group`` column then holds the merged group's name.
 Rules: every image of a group lands in one split; with ``predefined:
 respect`` the split is the one the dataset was published in (the
 manifest's ``published_split``), a group it puts on two sides moved whole
-or refused (``medseg.data.predefined``); with ``test_groups``
+or refused (``medseg.data.predefined``), and a side it was published
+without (valid, or test) drawn from its train groups; with ``test_groups``
 (a published protocol) the groups it matches are the test set, else groups
 are drawn per image-level class so each split keeps the class mix where counts allow;
 augmented copies go to ``train`` when their source is in train and are
@@ -89,15 +90,18 @@ def assign_groups(originals: pd.DataFrame, cfg: SplitConfig, merged: Mapping[str
     """
     merged = merged or {}
     groups = _group_table(merge(originals, merged))
-    if cfg.predefined == "respect":
-        published = resolve(merge(originals, merged), cfg.predefined_conflict).splits
-        return groups.assign(split=groups["group"].map(published), fold=-1)
     groups["key"] = _stable_order(groups["group"], cfg.seed)
     groups = groups.sort_values(["image_class", "key"]).reset_index(drop=True)
     groups["split"] = "train"
     total = len(groups)
     draws = (("test", cfg.test), ("valid", cfg.valid))
-    if cfg.test_groups:
+    if cfg.predefined == "respect":
+        published = resolve(merge(originals, merged), cfg.predefined_conflict).splits
+        groups["split"] = groups["group"].map(published)
+        # A side the dataset was not published with (train/test only, say) is drawn from its train groups.
+        draws = tuple((name, fraction) for name, fraction in draws if not (groups["split"] == name).any())
+        total = int((groups["split"] == "train").sum())
+    elif cfg.test_groups:
         tested = {merged.get(g, g) for g in originals["group"].unique() if re.search(cfg.test_groups, g)}
         named = groups["group"].isin(tested)
         if not named.any() or named.all():
