@@ -157,7 +157,7 @@ def measure(dataset: str, overrides: dict[str, object], keep: Path | None, commi
 
 def split_sides(path: Path) -> dict[str, int]:
     """How many patient groups the split put on one side (split and fold), and on more than one (a leak: must be 0)."""
-    sides: dict[str, set[str]] = {}
+    sides: dict[str, set[tuple[str, str | None]]] = {}
     with path.open() as f:
         for row in csv.DictReader(f):
             if row["split"] != "unused":
