@@ -29,6 +29,7 @@ from .sources import AUL_FOLDERS, ArchiveLimits, LocalSource, RemoteFile, Synthe
 from .split import AuditConfig, SplitConfig
 from .tracking import MlflowConfig
 from .train import MODEL_NAMES, NORMS, ModelConfig, OnlineAugment, Postprocess, TrainConfig
+from .volumes import DicomAnnotation, NiftiAnnotation, VolumeSlicing
 
 __all__ = [
     "AUTO", "AUL_FOLDERS", "Auto", "DATASET_SECTIONS", "GLOBAL_SECTIONS", "OnlineAugment", "PlanConfig", "Postprocess",
@@ -37,5 +38,6 @@ __all__ = [
     "BitDepth", "ConfigError", "ConvertConfig", "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation",
     "ImageClassRule", "LocalSource", "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile",
     "RgbAnnotation", "SplitConfig", "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource",
+    "DicomAnnotation", "NiftiAnnotation", "VolumeSlicing",
     "load_params",
 ]

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
 from .sources import Source
+from .volumes import DicomAnnotation, NiftiAnnotation, VolumeAnnotation, VolumeSlicing
 
 # Image files the pipeline reads by default (Pillow decodes them all).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -101,7 +102,8 @@ class PaletteAnnotation(Strict):
 
 
 Annotation = Annotated[
-    AulAnnotation | RgbAnnotation | GreyAnnotation | BinaryAnnotation | PaletteAnnotation,
+    AulAnnotation | RgbAnnotation | GreyAnnotation | BinaryAnnotation | PaletteAnnotation | NiftiAnnotation
+    | DicomAnnotation,
     Field(discriminator="format"),
 ]
 
@@ -265,6 +267,12 @@ class ConvertConfig(Strict):
     on_error: Literal["error", "skip"] = "error"
     max_pixels: int = Field(40_000_000, gt=0)
     bit_depth: BitDepth = BitDepth()
+    volume: VolumeSlicing = Field(VolumeSlicing(), description="volume formats: how slices become images")
+
+    @property
+    def is_volume(self) -> bool:
+        """Whether the annotation is a volume format (``medseg.volumes`` converts it)."""
+        return isinstance(self.annotation, VolumeAnnotation)
 
     @field_validator("classes")
     @classmethod
@@ -287,6 +295,10 @@ class ConvertConfig(Strict):
         unknown = sorted(self.annotation.pixel_classes() - set(self.classes))
         if unknown:
             raise ValueError(f"annotation: unknown class {unknown[0]!r}; classes are {self.classes}")
+        if self.is_volume:
+            return self._consistent_volume()
+        if "volume" in self.model_fields_set:
+            raise ValueError(f"volume: only used with the volume formats, not {self.annotation.format!r}")
         if isinstance(self.annotation, AulAnnotation):
             if self.layout is not None:
                 raise ValueError("layout: not used with format 'aul_polygons' (the AUL layout is fixed)")
@@ -296,6 +308,20 @@ class ConvertConfig(Strict):
             raise ValueError("image_class.source: 'annotation' only works with format 'aul_polygons'")
         if self.image_class.source == "folder" and not (self.layout and self.layout.class_folders):
             raise ValueError("image_class.source: 'folder' needs layout.class_folders")
+        return self
+
+    def _consistent_volume(self) -> ConvertConfig:
+        fmt = self.annotation.format
+        if self.layout is not None:
+            raise ValueError(f"layout: not used with format {fmt!r} (the annotation holds the volume layout)")
+        if self.group_regex is not None:
+            raise ValueError(f"group_regex: not used with format {fmt!r} (the slices of a volume are one group)")
+        if self.image_class.source not in ("mask", "fixed"):
+            raise ValueError(f"image_class.source: {self.image_class.source!r} does not work with format {fmt!r}; "
+                             "use 'mask' or 'fixed'")
+        if self.channels != self.volume.slices_per_image:
+            raise ValueError(f"channels: {self.channels}, but volume.slices_per_image is "
+                             f"{self.volume.slices_per_image}; each slice of a 2.5D image is one channel")
         return self
 
 

@@ -3,6 +3,7 @@
 One module per format, writer and reader together:
 
 - ``converted``: ``data/converted/<name>/`` (convert writes; augment, split, train, evaluate read).
+- ``volumes``: ``volumes.json`` in a converted dataset sliced from CT volumes (the volumes' geometry).
 - ``shards``: ``data/augmented/<name>/`` (augment writes; split and train read).
 - ``split``: the group-aware split and ``data/split/<name>.csv``.
 - ``rounds``: ``Round``, the fixed split or one cross-validation round.

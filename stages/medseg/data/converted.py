@@ -8,7 +8,9 @@ On disk:
   image, label, height, width, source_image, source_mask, published_split``
   (train, valid or test as the dataset was published, empty when it came
   unsplit; manifests written before it read as empty) and ``px_<class>``
-  (pixels per class);
+  (pixels per class); a dataset sliced from volumes adds ``volume, slice,
+  spacing_x, spacing_y, spacing_z`` (the slice's volume id and z index, and
+  its voxel size in mm) and writes ``volumes.json`` (``medseg.data.volumes``);
 - ``report.json``: ``classes``, ``channels``, counts, skipped files, snapped
   pixels, quirks applied (see ``medseg.formats.convert``).
 
@@ -37,7 +39,8 @@ IMAGES = "images"
 LABELS = "labels"
 COLUMNS = ("id", "group", "image_class", "image", "label", "height", "width", "source_image", "source_mask",
            "published_split")
-_TEXT_COLUMNS = ("id", "group", "image_class", "published_split")
+VOLUME_COLUMNS = ("volume", "slice", "spacing_x", "spacing_y", "spacing_z")
+_TEXT_COLUMNS = ("id", "group", "image_class", "published_split", "volume")
 _MISSING = "not found (run the convert stage first)"
 
 
@@ -63,6 +66,11 @@ def manifest_row(sid: str, group: str, image_class: str, shape: tuple[int, int],
             "label": f"{LABELS}/{sid}.png", "height": shape[0], "width": shape[1], "source_image": source_image,
             "source_mask": source_mask, "published_split": published_split,
             **{f"px_{name}": int(n) for name, n in zip(classes, pixels, strict=True)}}
+
+
+def volume_columns(volume: str, slice_index: int, spacing: Sequence[float]) -> dict[str, Any]:
+    """The manifest columns of an image cut from a volume: its volume id, z index and (x, y, z) mm voxel size."""
+    return dict(zip(VOLUME_COLUMNS, (volume, int(slice_index), *(round(float(s), 6) for s in spacing)), strict=True))
 
 
 def write_manifest(out: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
