@@ -3,7 +3,9 @@
 Reads ``data/raw/<dataset>``, writes ``data/converted/<dataset>/`` with
 ``images/``, ``labels/`` (uint8 class indices), ``manifest.csv`` and
 ``report.json`` (``medseg.data.converted``). The annotation format,
-classes, pairing and group rules come from ``datasets.<name>.convert``.
+classes, pairing and group rules come from ``datasets.<name>.convert``;
+the volume formats (CT as NIfTI or DICOM, ``medseg.volumes``) are sliced
+into the same format, plus ``volumes.json``.
 
 Usage (from the repository root): ``python stages/convert.py <dataset>``
 """
@@ -14,14 +16,17 @@ from medseg.formats.convert import convert_dataset
 from medseg.io import paths
 from medseg.io.atomic import atomic_dir
 from medseg.io.cli import run_stage
+from medseg.volumes.convert import convert_volumes
 
 log = logging.getLogger("convert")
 
 
 def main(dataset: str, params: Params) -> None:
-    """Convert one dataset's masks into label maps."""
+    """Convert one dataset's masks (or volumes) into images and label maps."""
+    cfg = params.dataset(dataset).convert
+    convert = convert_volumes if cfg.is_volume else convert_dataset
     with atomic_dir(paths.converted_dir(dataset)) as out:
-        report = convert_dataset(paths.raw_dir(dataset), out, params.dataset(dataset).convert)
+        report = convert(paths.raw_dir(dataset), out, cfg)
     log.info("%s: %d images, %d groups, classes %s, %d skipped, %d pixels snapped",
              dataset, report["count"], report["groups"], report["image_classes"],
              len(report["skipped"]), report["snapped_pixels"])

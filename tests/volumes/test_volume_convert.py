@@ -22,7 +22,7 @@ from medseg.config import ConvertConfig, SplitConfig
 from medseg.data.converted import VOLUME_COLUMNS, ConvertedDataset
 from medseg.data.split import split_table
 from medseg.data.volumes import read_volumes
-from medseg.formats.convert import convert_dataset
+from medseg.volumes.convert import convert_volumes
 
 CLASSES = ["background", "liver", "tumour"]
 DECATHLON = {"format": "nifti_volumes", "images": "imagesTr/{id}.nii.gz", "labels": "labelsTr/{id}.nii.gz",
@@ -62,7 +62,7 @@ def decathlon(raw: Path) -> Path:
 
 
 def test_decathlon_volumes_become_slices_of_the_converted_format(tmp_path: Path) -> None:
-    report = convert_dataset(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON))
+    report = convert_volumes(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON))
     data = ConvertedDataset(tmp_path / "out")
     manifest, geometry = data.manifest, read_volumes(tmp_path / "out")
     assert sorted(geometry) == ["liver_0", "liver_7"]  # imagesTs has no labels and is not in the pattern
@@ -89,7 +89,7 @@ def test_decathlon_volumes_become_slices_of_the_converted_format(tmp_path: Path)
 
 def test_the_tumour_lies_where_radiologists_look_for_it(tmp_path: Path) -> None:
     """The phantom's tumour is towards the patient's right and front: top left of the image."""
-    convert_dataset(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON))
+    convert_volumes(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON))
     data = ConvertedDataset(tmp_path / "out")
     tumour_slices = data.manifest[data.manifest["px_tumour"] > 0]
     assert len(tumour_slices) > 0
@@ -101,7 +101,7 @@ def test_the_tumour_lies_where_radiologists_look_for_it(tmp_path: Path) -> None:
 
 
 def test_window_values_of_the_phantom_tissues(tmp_path: Path) -> None:
-    convert_dataset(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON, window=(-100, 300)))
+    convert_volumes(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON, window=(-100, 300)))
     data = ConvertedDataset(tmp_path / "out")
     values = set()
     for sid in data.ids:
@@ -117,7 +117,7 @@ def test_lits_layout_pairs_each_volume_with_its_segmentation(tmp_path: Path) -> 
                                              strict=True)):
         write_nifti(raw / batch / f"volume-{n}.nii", phantom.hu, phantom.affine)
         write_nifti(raw / batch / f"segmentation-{n}.nii", phantom.label, phantom.affine)
-    convert_dataset(raw, tmp_path / "out", config(LITS))
+    convert_volumes(raw, tmp_path / "out", config(LITS))
     geometry = read_volumes(tmp_path / "out")
     assert sorted(geometry) == ["0", "1"]
     assert geometry["1"].source_image == "Training Batch 2/volume-1.nii"
@@ -129,11 +129,11 @@ def test_lits_layout_pairs_each_volume_with_its_segmentation(tmp_path: Path) -> 
 def test_ircadb_masks_become_one_label_map_with_the_tumour_over_the_liver(tmp_path: Path) -> None:
     phantom = PHANTOMS["liver_0"]
     raw = write_ircadb(tmp_path / "3Dircadb1.17", phantom)
-    report = convert_dataset(raw, tmp_path / "dicom", config(IRCADB))
+    report = convert_volumes(raw, tmp_path / "dicom", config(IRCADB))
     assert any("artery" in note and "not read" in note for note in report["notes"])
     write_nifti(tmp_path / "nifti" / "imagesTr" / "3Dircadb1.17.nii.gz", phantom.hu, phantom.affine, "LPS")
     write_nifti(tmp_path / "nifti" / "labelsTr" / "3Dircadb1.17.nii.gz", phantom.label, phantom.affine, "LPS")
-    convert_dataset(tmp_path / "nifti", tmp_path / "from_nifti", config(DECATHLON))
+    convert_volumes(tmp_path / "nifti", tmp_path / "from_nifti", config(DECATHLON))
     dicom, nifti = ConvertedDataset(tmp_path / "dicom"), ConvertedDataset(tmp_path / "from_nifti")
     assert dicom.ids == nifti.ids and set(dicom.manifest["group"]) == {"3Dircadb1.17"}
     for sid in dicom.ids:  # one scan, as DICOM series or as NIfTI: the same slices
@@ -147,14 +147,14 @@ def test_ircadb_masks_become_one_label_map_with_the_tumour_over_the_liver(tmp_pa
 def test_ircadb_patient_folders_under_one_root(tmp_path: Path) -> None:
     for vid, phantom in PHANTOMS.items():
         write_ircadb(tmp_path / "raw" / f"3Dircadb1.{vid[-1]}", phantom)
-    convert_dataset(tmp_path / "raw", tmp_path / "out", config({**IRCADB, "patients": "3Dircadb1.*"}))
+    convert_volumes(tmp_path / "raw", tmp_path / "out", config({**IRCADB, "patients": "3Dircadb1.*"}))
     assert sorted(read_volumes(tmp_path / "out")) == ["3Dircadb1.0", "3Dircadb1.7"]
 
 
 def test_25d_images_hold_the_neighbouring_slices_as_channels(tmp_path: Path) -> None:
     raw = decathlon(tmp_path / "raw")
-    convert_dataset(raw, tmp_path / "2d", config(DECATHLON, empty_fraction=1.0))
-    convert_dataset(raw, tmp_path / "25d", config(DECATHLON, empty_fraction=1.0, slices_per_image=3))
+    convert_volumes(raw, tmp_path / "2d", config(DECATHLON, empty_fraction=1.0))
+    convert_volumes(raw, tmp_path / "25d", config(DECATHLON, empty_fraction=1.0, slices_per_image=3))
     flat, stacked = ConvertedDataset(tmp_path / "2d"), ConvertedDataset(tmp_path / "25d")
     assert stacked.channels == 3 and stacked.ids == flat.ids
     depth = PHANTOMS["liver_0"].hu.shape[2]
@@ -166,7 +166,7 @@ def test_25d_images_hold_the_neighbouring_slices_as_channels(tmp_path: Path) -> 
 
 
 def test_in_plane_resampling_to_the_target_spacing(tmp_path: Path) -> None:
-    convert_dataset(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON, spacing=(1.6, 1.8)))
+    convert_volumes(decathlon(tmp_path / "raw"), tmp_path / "out", config(DECATHLON, spacing=(1.6, 1.8)))
     data, geometry = ConvertedDataset(tmp_path / "out"), read_volumes(tmp_path / "out")
     g = geometry["liver_0"]
     assert g.shape == (20, 16, 14) and g.spacing == pytest.approx((1.6, 1.8, 2.5))
@@ -184,9 +184,9 @@ def test_in_plane_resampling_to_the_target_spacing(tmp_path: Path) -> None:
 
 def test_output_follows_the_seed_not_the_workers(tmp_path: Path) -> None:
     raw = decathlon(tmp_path / "raw")
-    convert_dataset(raw, tmp_path / "one", config(DECATHLON, seed=1), workers=1)
-    convert_dataset(raw, tmp_path / "two", config(DECATHLON, seed=1), workers=2)
-    convert_dataset(raw, tmp_path / "other", config(DECATHLON, seed=2), workers=1)
+    convert_volumes(raw, tmp_path / "one", config(DECATHLON, seed=1), workers=1)
+    convert_volumes(raw, tmp_path / "two", config(DECATHLON, seed=1), workers=2)
+    convert_volumes(raw, tmp_path / "other", config(DECATHLON, seed=2), workers=1)
     one, two, other = (pd.read_csv(tmp_path / name / "manifest.csv") for name in ("one", "two", "other"))
     pd.testing.assert_frame_equal(one, two)
     assert (tmp_path / "one" / "volumes.json").read_bytes() == (tmp_path / "two" / "volumes.json").read_bytes()
@@ -199,7 +199,7 @@ def test_the_split_keeps_every_slice_of_a_volume_on_one_side(tmp_path: Path) -> 
         p = make_phantom((24, 20, 8 + n), (1.0, 1.0, 3.0), (0.0, 0.0, 10.0 * n))
         write_nifti(raw / "imagesTr" / f"liver_{n}.nii.gz", p.hu, p.affine)
         write_nifti(raw / "labelsTr" / f"liver_{n}.nii.gz", p.label, p.affine)
-    convert_dataset(raw, tmp_path / "out", config(DECATHLON))
+    convert_volumes(raw, tmp_path / "out", config(DECATHLON))
     manifest = ConvertedDataset(tmp_path / "out").manifest
     table = split_table(manifest, pd.DataFrame(columns=["id", "source_id"]), SplitConfig(valid=0.25, test=0.25))
     sides = table.groupby("group")["split"].nunique()

@@ -1,7 +1,6 @@
 """The convert stage's work: raw samples -> canonical images + label maps.
 
-``convert_dataset(raw, out, cfg)`` hands the volume formats to
-``medseg.volumes.convert``; for the others it discovers the samples
+``convert_dataset(raw, out, cfg)`` discovers the samples
 (``medseg.formats.discover``), decodes each annotation (``masks`` or
 ``aul``) and writes a converted dataset (``medseg.data.converted``) into
 ``out``, an empty folder the caller later moves into place. Its
@@ -29,12 +28,11 @@ from medseg.data import converted
 from medseg.io.errors import DataError
 from medseg.io.images import display_path, read_image_scaled, read_mask
 from medseg.io.parallel import ordered_map
-from medseg.volumes.convert import convert_volumes
 
 from .aul import aul_label
 from .discover import discover
 from .masks import Decoded, decode_mask, merge_masks
-from .samples import Sample, handle_problems
+from .samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +102,6 @@ def _convert_or_error(args: tuple[Sample, ConvertConfig, Path, Path]) -> Convert
 # --------------------------------------------------------------------------- dataset
 def convert_dataset(raw: Path, out: Path, cfg: ConvertConfig, workers: int | None = None) -> dict:
     """Convert every sample under ``raw`` into ``out``; return the report."""
-    if cfg.is_volume:
-        return convert_volumes(raw, out, cfg, workers or default_workers())
     found = discover(raw, cfg)
     problems = list(found.problems)
     converted.create(out)
@@ -120,6 +116,19 @@ def convert_dataset(raw: Path, out: Path, cfg: ConvertConfig, workers: int | Non
     report = _report(done, problems, found.notes, cfg, manifest)
     converted.write_report(out, report)
     return report
+
+
+def handle_problems(problems: list[DataError], on_error: str) -> None:
+    """Log every problem; with ``on_error: error`` raise the first (counting the others), else go on without them."""
+    if not problems:
+        return
+    for p in problems:
+        log.warning("%s", p)
+    if on_error == "error":
+        more = f" (and {len(problems) - 1} more problem(s), listed above)" if len(problems) > 1 else ""
+        raise DataError(problems[0].path, problems[0].problem + more)
+    # A failing sample raised before writing anything, so skipping leaves no trace.
+    log.warning("skipping %d file(s) as params say on_error: skip", len(problems))
 
 
 def _report(done: list[Converted], problems: list[DataError], notes: list[str], cfg: ConvertConfig,

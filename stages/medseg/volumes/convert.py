@@ -1,6 +1,6 @@
 """The convert stage's work for the volume formats: CT volumes -> axial 2D images, label maps, geometry.
 
-``convert_volumes(raw, out, cfg, workers)`` finds the volumes
+``convert_volumes(raw, out, cfg)`` finds the volumes
 (``layouts``), reads each with its labels onto the RAS grid, keeps the
 slices ``slicing.select_slices`` picks, and writes each as an 8-bit image
 (HU window, in-plane resampling, 1 or 3 slices as channels) and a label map
@@ -23,7 +23,7 @@ import numpy as np
 from medseg.config import ConvertConfig
 from medseg.data import converted
 from medseg.data.volumes import VolumeGeometry, voxel_to_image, write_volumes
-from medseg.formats.samples import handle_problems
+from medseg.formats.convert import default_workers, handle_problems
 from medseg.io.errors import DataError
 from medseg.io.images import display_path
 from medseg.io.parallel import ordered_map
@@ -92,11 +92,13 @@ def _convert_or_error(args: tuple[VolumeCase, ConvertConfig, Path, Path]) -> Con
 
 
 # --------------------------------------------------------------------------- dataset
-def convert_volumes(raw: Path, out: Path, cfg: ConvertConfig, workers: int) -> dict:
-    """Convert every volume under ``raw`` into ``out``; return the report."""
+def convert_volumes(raw: Path, out: Path, cfg: ConvertConfig, workers: int | None = None) -> dict:
+    """Convert every volume under ``raw`` into ``out`` (an empty folder the caller moves into place); return the
+    report. Volumes are converted in a process pool; the output does not depend on the number of workers."""
     found = find_cases(raw, cfg.annotation)
     converted.create(out)
-    results = list(ordered_map(_convert_or_error, [(c, cfg, out, raw) for c in found.cases], workers))
+    jobs = [(c, cfg, out, raw) for c in found.cases]
+    results = list(ordered_map(_convert_or_error, jobs, workers or default_workers()))
     done = [r for r in results if isinstance(r, ConvertedVolume)]
     problems = found.problems + [r for r in results if isinstance(r, DataError)]
     handle_problems(problems, cfg.on_error)
