@@ -64,7 +64,7 @@ def test_shipped_params_are_valid():
         (lambda p: p["train"]["model"].update(first_kernel=4), "train.model.first_kernel: must be odd"),
         (lambda p: p["train"]["model"].update(norm="layer"), "train.model.norm: Input should be 'batch'"),
         (lambda p: p["train"]["model"].update(name="segformer"), "train.model.name: Input should be 'unet'"),
-        (lambda p: p["train"].update(class_weights={"tumour": 2.0}), "train.class_weights: unknown class 'tumour'"),
+        (lambda p: p["train"].update(class_weights={"cyst": 2.0}), "train.class_weights: unknown class 'cyst'"),
         (lambda p: p["train"].update(class_weights={"liver": -1.0}), "train.class_weights:"),
     ],
 )
