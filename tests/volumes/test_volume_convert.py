@@ -205,3 +205,16 @@ def test_the_split_keeps_every_slice_of_a_volume_on_one_side(tmp_path: Path) -> 
     sides = table.groupby("group")["split"].nunique()
     assert len(sides) == 8 and (sides == 1).all()
     assert set(table["split"]) == {"train", "valid", "test"}
+
+
+def test_on_error_skip_leaves_a_bad_volume_out_and_lists_it(tmp_path: Path) -> None:
+    raw = decathlon(tmp_path / "raw")
+    bad = PHANTOMS["liver_7"]
+    write_nifti(raw / "labelsTr" / "liver_7.nii.gz", bad.label[:, :-1], bad.affine)  # one row short
+    cfg = config(DECATHLON).model_copy(update={"on_error": "skip"})
+    report = convert_volumes(raw, tmp_path / "out", cfg)
+    data = ConvertedDataset(tmp_path / "out")
+    assert set(data.manifest["volume"]) == {"liver_0"} and sorted(read_volumes(tmp_path / "out")) == ["liver_0"]
+    assert [s["file"] for s in report["skipped"]] == [str(raw / "labelsTr" / "liver_7.nii.gz")]
+    written = {p.stem for p in (tmp_path / "out" / "images").iterdir()}
+    assert written == set(data.ids)  # no slice of the skipped volume on disk

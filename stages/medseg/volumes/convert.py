@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from medseg.config import ConvertConfig
 from medseg.data import converted
@@ -113,7 +114,7 @@ def convert_volumes(raw: Path, out: Path, cfg: ConvertConfig, workers: int | Non
 
 
 def _report(done: list[ConvertedVolume], problems: list[DataError], notes: list[str], cfg: ConvertConfig,
-            manifest) -> dict:
+            manifest: pd.DataFrame) -> dict:
     total = sum(v.geometry.shape[2] for v in done)
     empty_kept = sum(v.empty_kept for v in done)
     return {
