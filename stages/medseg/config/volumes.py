@@ -132,7 +132,12 @@ class VolumeSlicing(Strict):
     ``channels`` must agree). ``modality``: what a DICOM series must be
     (NIfTI has no modality tag: the profile vouches for it).
     ``affine_tolerance``: how far (mm) a label or mask series' geometry may
-    differ from its image's.
+    differ from its image's. ``slab_groups``: ``null`` (the default):
+    every slice's group is its volume, so a split keeps a patient whole; ``n``
+    puts each run of ``n`` contiguous slices (z indices ``0..n-1``, ``n..2n-1``,
+    ...) in a group of its own, so one patient's volume can be split for a
+    measurement. Neighbouring slabs are correlated, so a score on such a split
+    is NOT a patient-level result; ``report.json`` says so.
     """
 
     modality: Literal["CT"] = "CT"
@@ -142,6 +147,8 @@ class VolumeSlicing(Strict):
     seed: int = 2026
     slices_per_image: Literal[1, 3] = 1
     affine_tolerance: float = Field(1e-3, gt=0.0, description="mm")
+    slab_groups: int | None = Field(None, ge=1, description="slices per group (contiguous slabs), or null: one "
+                                                            "group per volume")
 
     @field_validator("window")
     @classmethod

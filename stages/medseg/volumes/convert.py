@@ -6,7 +6,10 @@ slices ``slicing.select_slices`` picks, and writes each as an 8-bit image
 (HU window, in-plane resampling, 1 or 3 slices as channels) and a label map
 through ``medseg.data.converted``: the same converted format the later
 stages read. Every slice of a volume has the volume's id as its group, so a
-split by group keeps a patient on one side. The manifest gains the volume
+split by group keeps a patient on one side; with ``volume.slab_groups: n``
+the group is instead the slab of ``n`` contiguous slices the slice lies in
+(``slab_group``), a measurement on one patient that ``report.json`` labels
+as not patient-level. The manifest gains the volume
 columns (``converted.VOLUME_COLUMNS``), ``volumes.json`` the geometry of
 each volume (``medseg.data.volumes``), and ``report.json`` the slice
 counts. A volume is read and checked whole before any of its slices is
@@ -53,6 +56,11 @@ def _slice_image(hu: np.ndarray, k: int, grid: InPlaneGrid, cfg: ConvertConfig) 
     return voxel_to_image(planes[0] if len(planes) == 1 else np.stack(planes, axis=-1))
 
 
+def slab_group(volume_id: str, k: int, slab: int | None) -> str:
+    """The group of slice ``k``: the volume, or with ``slab`` slices per group, ``<volume>_slab<k // slab>``."""
+    return volume_id if slab is None else f"{volume_id}_slab{k // slab:03d}"
+
+
 def convert_volume(case: VolumeCase, cfg: ConvertConfig, out: Path, raw: Path) -> ConvertedVolume:
     """Read, check and slice one volume; raise ``DataError`` before writing anything if it is bad."""
     image, label = read_case(case, cfg)
@@ -71,8 +79,8 @@ def convert_volume(case: VolumeCase, cfg: ConvertConfig, out: Path, raw: Path) -
         converted.write_sample(out, sid, picture, labels)
         counts = np.bincount(labels.ravel(), minlength=len(cfg.classes))
         rows.append({**converted.manifest_row(
-            sid, case.id, _image_class(counts, cfg), labels.shape, source_image=source_image,
-            source_mask=";".join(source_labels), pixels=counts, classes=cfg.classes),
+            sid, slab_group(case.id, k, cfg.volume.slab_groups), _image_class(counts, cfg), labels.shape,
+            source_image=source_image, source_mask=";".join(source_labels), pixels=counts, classes=cfg.classes),
             **converted.volume_columns(case.id, k, spacing)})
     geometry = VolumeGeometry(
         id=case.id, shape=(*grid.size, image.shape[2]), affine=_rows(affine), spacing=spacing,
@@ -113,6 +121,16 @@ def convert_volumes(raw: Path, out: Path, cfg: ConvertConfig, workers: int | Non
     return report
 
 
+SLAB_CAVEAT = ("NOT a patient-level result: the groups are slabs of {n} contiguous slices, so one patient's slices "
+               "lie on several sides of the split and neighbouring slabs are correlated")
+
+
+def _groups_by(slab: int | None) -> dict:
+    if slab is None:
+        return {"unit": "volume", "patient_level": True}
+    return {"unit": f"slab of {slab} slices", "patient_level": False, "caveat": SLAB_CAVEAT.format(n=slab)}
+
+
 def _report(done: list[ConvertedVolume], problems: list[DataError], notes: list[str], cfg: ConvertConfig,
             manifest: pd.DataFrame) -> dict:
     total = sum(v.geometry.shape[2] for v in done)
@@ -130,6 +148,7 @@ def _report(done: list[ConvertedVolume], problems: list[DataError], notes: list[
         "slices": {"in_volumes": total, "with_foreground": len(manifest) - empty_kept, "empty_kept": empty_kept,
                    "empty_left_out": total - len(manifest)},
         "volume": cfg.volume.model_dump(mode="json"),
+        "groups_by": _groups_by(cfg.volume.slab_groups),
         "skipped": [{"file": str(p.path), "problem": p.problem} for p in problems],
         "notes": notes,
     }
