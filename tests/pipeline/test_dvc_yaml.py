@@ -171,7 +171,8 @@ def test_outs_match_the_modules_that_own_them():
     assert _outs(stages["train"], ds) == {str(paths.model_dir(ds)), str(paths.progress_dir(ds)),
                                           str(metrics / results.TRAIN_METRICS), str(metrics / results.TRAIN_HISTORY)}
     assert _outs(stages["evaluate"], ds) == {str(metrics / name) for name in (
-        results.OVERLAYS, results.PER_IMAGE, results.PIXEL_CONFUSION, results.EVAL_METRICS, results.IMAGE_CONFUSION)}
+        results.OVERLAYS, results.PER_IMAGE, results.PER_VOLUME, results.PIXEL_CONFUSION, results.EVAL_METRICS,
+        results.IMAGE_CONFUSION)}
     assert _outs(stages["compare"], ds) == {str(p) for p in (paths.SUMMARY_JSON, paths.SUMMARY_MD,
                                                              paths.SUMMARY_DICE_CSV, paths.SUMMARY_PNG)}
     split_deps = {d.replace("${item}", ds) for d in stages["split"]["do"]["deps"]}

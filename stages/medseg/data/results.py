@@ -15,7 +15,9 @@ MLflow run the model was logged to.
 - ``progress/`` (train): a picture per round and epoch (``Round.picture``);
 - ``eval.json`` (evaluate): test scores, see ``medseg.evaluate.scoring``;
 - ``per_image.csv``, ``image_confusion.csv``, ``pixel_confusion.json``,
-  ``overlays.png`` (evaluate).
+  ``overlays.png`` (evaluate);
+- ``per_volume.csv`` (evaluate): 3D scores per volume and class of a dataset
+  sliced from volumes (``medseg.evaluate.volumes``), only a header otherwise.
 """
 from __future__ import annotations
 
@@ -37,11 +39,12 @@ TRAIN_METRICS = "train.json"
 TRAIN_HISTORY = "train_history.csv"
 EVAL_METRICS = "eval.json"
 PER_IMAGE = "per_image.csv"
+PER_VOLUME = "per_volume.csv"
 IMAGE_CONFUSION = "image_confusion.csv"
 PIXEL_CONFUSION = "pixel_confusion.json"
 OVERLAYS = "overlays.png"
 # The evaluation files a run keeps as artifacts, in the order they are logged.
-EVALUATION_ARTIFACTS = (EVAL_METRICS, PER_IMAGE, OVERLAYS)
+EVALUATION_ARTIFACTS = (EVAL_METRICS, PER_IMAGE, PER_VOLUME, OVERLAYS)
 RUN_KEY_FIELDS = ("data_hash", "params_hash")
 
 
@@ -88,12 +91,13 @@ def history_path(dataset: str) -> Path:
 
 
 # --------------------------------------------------------------------------- evaluate
-def write_evaluation(dataset: str, metrics: dict[str, Any], per_image: pd.DataFrame, image_classes: pd.DataFrame,
-                     pixels: dict[str, Any], overlays=None) -> None:
+def write_evaluation(dataset: str, metrics: dict[str, Any], per_image: pd.DataFrame, per_volume: pd.DataFrame,
+                     image_classes: pd.DataFrame, pixels: dict[str, Any], overlays=None) -> None:
     """Write evaluate's files; ``overlays`` (an RGB picture) is optional."""
     out = paths.metrics_dir(dataset)
     write_json(out / EVAL_METRICS, metrics)
     write_csv(out / PER_IMAGE, per_image)
+    write_csv(out / PER_VOLUME, per_volume)
     write_csv(out / IMAGE_CONFUSION, image_classes)
     write_json(out / PIXEL_CONFUSION, pixels)
     if overlays is not None:

@@ -61,6 +61,11 @@ def write_volumes(out: Path, volumes: list[VolumeGeometry]) -> None:
     write_json(Path(out) / VOLUMES, {"volumes": [asdict(v) for v in sorted(volumes, key=lambda v: v.id)]})
 
 
+def has_volumes(root: Path) -> bool:
+    """Whether the converted dataset at ``root`` was sliced from volumes."""
+    return (Path(root) / VOLUMES).is_file()
+
+
 def read_volumes(root: Path) -> dict[str, VolumeGeometry]:
     """The geometry of every volume of the converted dataset at ``root``, by id."""
     path = Path(root) / VOLUMES

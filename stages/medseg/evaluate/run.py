@@ -5,8 +5,10 @@
 image's own resolution (``medseg.model.inference.predict_native``), scores
 it (``medseg.evaluate.scoring``), pools the rows of all rounds into
 ``eval.json`` (plus ``cv`` with cross-validation), with the dataset's plan
-(``medseg.data.plans``) for the folds and the scoring knobs, writes the per-image
-table, the confusion matrices and a picture of the best and worst cases
+(``medseg.data.plans``) for the folds and the scoring knobs; for a dataset sliced
+from CT volumes it also stacks the test slices back into volumes and adds
+their 3D scores (``medseg.evaluate.volumes``: ``volumes`` in ``eval.json``,
+``per_volume.csv``). It writes the per-image table, the confusion matrices and a picture of the best and worst cases
 (``medseg.data.results``), and adds the test results to the training run in
 MLflow.
 """
@@ -24,6 +26,7 @@ from medseg.data.converted import ConvertedDataset
 from medseg.data.plans import read_plan
 from medseg.data.rounds import Round, rounds
 from medseg.data.split import read_split
+from medseg.data.volumes import has_volumes
 from medseg.figures.overlay import caption, grid, overlay, tile
 from medseg.io import paths
 from medseg.model.checkpoint import load_checkpoint
@@ -32,6 +35,8 @@ from medseg.model.runtime import pick_device, seed_everything
 from medseg.tracking import record
 
 from .scoring import ImageResult, aggregate, cross_validation, pick_cases, score_image, without_nan
+from .volumes import COLUMNS as VOLUME_COLUMNS
+from .volumes import aggregate_volumes, score_volumes
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +90,15 @@ def evaluate_dataset(dataset: str, params: Params) -> dict:
     metrics = aggregate(per_image, classes, cfg.bootstrap, cfg.seed, groups)
     if plan.split.folds:
         metrics["cv"] = without_nan(cross_validation(per_image, classes, groups))
+    per_volume = pd.DataFrame(columns=list(VOLUME_COLUMNS))
+    if has_volumes(converted.root):
+        folds = {r.id: r.rows[0]["fold"] for r in found.values()}
+        per_volume = score_volumes({sid: r.pred for sid, r in found.items()}, folds, converted, classes, groups)
+        metrics["volumes"] = aggregate_volumes(per_volume, classes, cfg.bootstrap, cfg.seed, groups)
     picture = overlay_grid(found, per_image, converted, cfg.overlays, classes) if cfg.overlays else None
     images = pd.DataFrame([{"id": r.id, "actual": r.image_class, "predicted": r.rows[0]["predicted_class"]}
                            for r in found.values()])
     pixels = {"classes": classes, "rows_true_cols_pred": sum(r.confusion for r in found.values()).tolist()}
-    results.write_evaluation(dataset, metrics, per_image, images, pixels, picture)
+    results.write_evaluation(dataset, metrics, per_image, per_volume, images, pixels, picture)
     record.add_evaluation(params, dataset, metrics)
     return metrics

@@ -19,6 +19,7 @@ over rounds of each round's mean Dice.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,13 +58,23 @@ def predicted_image_class(pixels: dict[str, int], vocabulary: list[str]) -> str:
 _FIELDS = ("dice", "iou", "hd95", "gt_empty", "pred_empty", "false_positive", "tp", "fp", "fn")
 
 
+def class_scores(pred: np.ndarray, target: np.ndarray, classes: list[str], groups: dict[str, list[int]] | None = None,
+                 spacing: Sequence[float] | None = None) -> dict[str, dict]:
+    """Scores (``metrics.per_class_scores``) of each foreground class, then of each combined group, by name.
+
+    Label maps of any rank: an image, or a volume with ``spacing`` (mm per axis) for HD95 in mm.
+    """
+    scores = {classes[c]: s for c, s in per_class_scores(pred, target, len(classes), spacing).items()}
+    for name, members in (groups or {}).items():
+        scores[name] = per_class_scores(np.isin(pred, members).astype(np.uint8),
+                                        np.isin(target, members).astype(np.uint8), 2, spacing)[1]
+    return scores
+
+
 def score_image(sid: str, image_class: str, pred: np.ndarray, target: np.ndarray, classes: list[str],
                 vocabulary: list[str], groups: dict[str, list[int]] | None = None) -> ImageResult:
     """Rows of scores for each foreground class, then for each combined group (e.g. benign+malignant)."""
-    scores = {classes[c]: s for c, s in per_class_scores(pred, target, len(classes)).items()}
-    for name, members in (groups or {}).items():
-        scores[name] = per_class_scores(np.isin(pred, members).astype(np.uint8),
-                                        np.isin(target, members).astype(np.uint8), 2)[1]
+    scores = class_scores(pred, target, classes, groups)
     pixels = {classes[c]: int(np.count_nonzero(pred == c)) for c in range(1, len(classes))}
     guess = predicted_image_class(pixels, vocabulary)
     rows = [{"id": sid, "image_class": image_class, "predicted_class": guess, "class": name,

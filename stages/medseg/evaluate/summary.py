@@ -3,7 +3,8 @@
 Reads each dataset's ``eval.json`` and ``train.json`` (``medseg.data.results``)
 and its converted ``report.json``; writes ``metrics/summary.json`` (keyed by
 dataset), ``summary.md`` (Dice, IoU, HD95 per class with 95% intervals,
-image counts, training time; cross-validation means), ``summary_dice.csv``
+image counts, training time; cross-validation means; for datasets sliced from
+CT volumes the per-volume 3D Dice and HD95 in mm beside the slice Dice), ``summary_dice.csv``
 (data for ``dvc plots``) and ``summary.png`` (a bar chart of Dice with
 intervals).
 """
@@ -37,7 +38,18 @@ def collect(dataset: str) -> dict:
                          for cls, stat in evaluation[metric].items()}
     if "cv" in evaluation:
         entry["cv"] = evaluation["cv"]
+    if "volumes" in evaluation:
+        entry["volumes"] = _volumes(evaluation["volumes"])
     return entry
+
+
+def _volumes(scores: dict) -> dict:
+    """The per-volume part of an entry: counts, Dice and HD95 (mm) per class, volumes that missed a class."""
+    out = {k: scores[k] for k in ("n_volumes", "slices_scored", "slices_in_volumes", "mean_fg_dice", "missed")}
+    for metric in ("dice", "hd95_mm"):
+        out[metric] = {cls: {k: stat[k] for k in ("mean", "ci_low", "ci_high", "n")}
+                       for cls, stat in scores[metric].items()}
+    return out
 
 
 def _fmt(stat: dict, digits: int = 3) -> str:
@@ -57,6 +69,7 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {name} | {cls} | {_fmt(e['dice'][cls])} | {_fmt(e['iou'][cls])} | "
                          f"{_fmt(e['hd95'][cls], 1)} | {e['dice'][cls]['n']} | {e['images']} | {e['n_test']} | "
                          f"{e['train_seconds']:.0f} |")
+    lines += _volume_lines(summary)
     cv = {n: e["cv"] for n, e in summary.items() if "cv" in e}
     if cv:
         lines += ["", "Cross-validation (mean ± std of per-fold means):", "",
@@ -65,6 +78,24 @@ def markdown(summary: dict) -> str:
             for cls, s in c["dice"].items():
                 lines.append(f"| {name} | {c['folds']} | {cls} | {s['mean']:.3f} ± {s['std']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _volume_lines(summary: dict) -> list[str]:
+    """The per-volume table, with each class's slice Dice beside its volume scores; empty without volumes."""
+    volumes = {n: e for n, e in summary.items() if "volumes" in e}
+    if not volumes:
+        return []
+    lines = ["", "Per volume (test slices stacked back into their volumes, 3D; HD95 in mm over the volumes where "
+             "truth and prediction both hold the class):", "",
+             "| dataset | class | slice Dice | volume Dice [95% CI] | volume HD95 mm [95% CI] | volumes | missed "
+             "| slices scored / in volumes |", "|---|---|---|---|---|---|---|---|"]
+    for name, e in volumes.items():
+        v = e["volumes"]
+        for cls in v["dice"]:
+            lines.append(f"| {name} | {cls} | {_fmt(e['dice'][cls])} | {_fmt(v['dice'][cls])} | "
+                         f"{_fmt(v['hd95_mm'][cls], 1)} | {v['dice'][cls]['n']} | {v['missed'][cls]} | "
+                         f"{v['slices_scored']} / {v['slices_in_volumes']} |")
+    return lines
 
 
 def dice_table(summary: dict) -> pd.DataFrame:
