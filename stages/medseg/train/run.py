@@ -6,7 +6,9 @@ folds of ``split``), loads every round's data
 (``medseg.data.rounds``: the fixed split, or each cross-validation round),
 fits a model per round (``medseg.train.loop``), and in process 0 writes
 ``models/<name>/`` and the training metrics (``medseg.data.results``) and
-logs one MLflow run (``medseg.tracking.record`` says what it holds). Each
+logs one MLflow run (``medseg.tracking.record`` says what it holds). A
+checkpoint of a dataset sliced from CT volumes keeps convert's ``volume``
+settings in its ``info``, so predict slices a new volume as convert did. Each
 epoch's predictions on a few fixed validation images become a progress
 picture, so a person can watch the model learn.
 """
@@ -78,6 +80,12 @@ def train_round(round_: Round, train: ArraySet, valid: ArraySet, cfg: TrainConfi
     return result, summary, history
 
 
+def volume_facts(converted: ConvertedDataset) -> dict:
+    """For a dataset sliced from CT volumes, convert's ``volume`` settings (HU window, spacing, 2.5D), which
+    predict applies to a new volume; nothing otherwise."""
+    return {"volume": converted.report["volume"]} if "volume" in converted.report else {}
+
+
 def window_of(cfg: TrainConfig, size: tuple[int, int]) -> tuple[int, int] | None:
     """The sliding window inference needs: the patch, when it is smaller than the canvas."""
     patch = cfg.patch_size
@@ -124,7 +132,8 @@ def train_dataset(dataset: str, params: Params, world: World, device: torch.devi
             return None
         with atomic_dir(paths.model_dir(dataset)) as model_dir:
             for r, result in fitted.items():
-                facts = {"dataset": dataset, "fold": r.fold, "image_classes": converted.image_classes, **summaries[r]}
+                facts = {"dataset": dataset, "fold": r.fold, "image_classes": converted.image_classes,
+                         **volume_facts(converted), **summaries[r]}
                 save_checkpoint(model_dir / r.checkpoint, result.best_state, cfg.model, converted.classes,
                                 converted.channels, augmented.size, facts, window_of(cfg, augmented.size),
                                 result.postprocess)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medseg.config import ConvertConfig
+from medseg.config import ConvertConfig, VolumeSlicing
 from medseg.data import converted
 from medseg.data.volumes import VolumeGeometry, voxel_to_image, write_volumes
 from medseg.formats.convert import default_workers, handle_problems
@@ -50,9 +50,13 @@ def _image_class(counts: np.ndarray, cfg: ConvertConfig) -> str:
     return cfg.classes[1 + int(fg.argmax())] if fg.any() else cfg.image_class.empty
 
 
-def _slice_image(hu: np.ndarray, k: int, grid: InPlaneGrid, cfg: ConvertConfig) -> np.ndarray:
-    planes = [window(grid.image(hu[:, :, j]), *cfg.volume.window)
-              for j in stack_indices(k, hu.shape[2], cfg.volume.slices_per_image)]
+def slice_image(hu: np.ndarray, k: int, grid: InPlaneGrid, slicing: VolumeSlicing) -> np.ndarray:
+    """The 8-bit image of slice ``k`` of the RAS volume ``hu``: resampled, windowed, 1 or 3 slices as channels.
+
+    Convert writes these images and predict feeds them to the model, so both see the same pixels.
+    """
+    planes = [window(grid.image(hu[:, :, j]), *slicing.window)
+              for j in stack_indices(k, hu.shape[2], slicing.slices_per_image)]
     return voxel_to_image(planes[0] if len(planes) == 1 else np.stack(planes, axis=-1))
 
 
@@ -74,7 +78,7 @@ def convert_volume(case: VolumeCase, cfg: ConvertConfig, out: Path, raw: Path) -
     rows = []
     for k in kept:
         sid = f"{case.id}_z{k:0{digits}d}"
-        picture = _slice_image(image.data, k, grid, cfg)
+        picture = slice_image(image.data, k, grid, cfg.volume)
         labels = voxel_to_image(grid.label(label[:, :, k]))
         converted.write_sample(out, sid, picture, labels)
         counts = np.bincount(labels.ravel(), minlength=len(cfg.classes))
