@@ -239,6 +239,28 @@ def test_flatten_nests_with_dots_and_encodes_lists() -> None:
     assert flatten({"lr": 0.1}, prefix="train") == {"train.lr": "0.1"}
 
 
+def test_flatten_makes_every_key_a_name_mlflow_accepts() -> None:
+    structures = {"convert": {"structures": {"livertumor*": "tumour", "liver": "liver"}}}
+    assert flatten(structures) == {"convert.structures.livertumor_": "tumour", "convert.structures.liver": "liver"}
+
+
+def test_params_with_a_pattern_key_are_logged(client, repo: Path) -> None:
+    """The CT profiles map mask folder patterns (``livertumor*``) to classes; MLflow refuses '*' in names."""
+    with Tracker.start(CFG, "ct", {}, repo) as tracker:
+        tracker.log_params({"datasets": {"ircadb-liver-ct": {"structures": {"livertumor*": "tumour"}}}})
+    assert client.get_run(tracker.run_id).data.params == {"datasets.ircadb-liver-ct.structures.livertumor_": "tumour"}
+
+
+def test_a_failed_batch_turns_tracking_off_without_failing_the_next(client, repo: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    with Tracker.start(CFG, "changed", {}, repo) as tracker:
+        tracker.log_params({"lr": 0.1})
+        # MLflow refuses to change a logged param: the first of three batches fails, the other two are skipped.
+        tracker.log_params({"lr": 0.2, **{f"p{i}": i for i in range(250)}})
+        assert not tracker.enabled
+    assert "log params failed" in _tracking_warnings(caplog)[0]
+
+
 def test_flatten_truncates_to_mlflows_limits() -> None:
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 

@@ -143,6 +143,8 @@ class Tracker:
         from mlflow.entities import Param
 
         for chunk in chunks(items, _PARAMS_PER_BATCH):
+            if self._client is None:  # a failed batch turned tracking off
+                return
             self._call("log params", self._client.log_batch, self._run_id, params=[Param(k, v) for k, v in chunk])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -155,6 +157,8 @@ class Tracker:
         now = int(time.time() * 1000)
         entities = [Metric(k, v, now, step or 0) for k, v in values]
         for chunk in chunks(entities, _METRICS_PER_BATCH):
+            if self._client is None:  # a failed batch turned tracking off
+                return
             self._call("log metrics", self._client.log_batch, self._run_id, metrics=chunk)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -165,6 +169,8 @@ class Tracker:
 
         entities = [RunTag(k, v) for k, v in values.items()]
         for chunk in chunks(entities, _PARAMS_PER_BATCH):
+            if self._client is None:  # a failed batch turned tracking off
+                return
             self._call("set tags", self._client.log_batch, self._run_id, tags=chunk)
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -10,14 +11,22 @@ from typing import Any, TypeVar
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 
+# What MLflow accepts in a param or metric name; anything else (the '*' of a
+# profile key such as structures: {"livertumor*": tumour}) becomes '_'.
+_NOT_IN_NAMES = re.compile(r"[^\w\-. :/]")
+
 T = TypeVar("T")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1, "c": [1, 2]}}`` -> ``{"a.b": "1", "a.c": "[1, 2]"}``, values cut to MLflow's limit."""
+    """``{"a": {"b": 1, "c": [1, 2]}}`` -> ``{"a.b": "1", "a.c": "[1, 2]"}``, values cut to MLflow's limit.
+
+    A key's characters MLflow refuses in names become ``_`` (``livertumor*`` -> ``livertumor_``).
+    """
     flat: dict[str, str] = {}
     for key, value in d.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
+        key = _NOT_IN_NAMES.sub("_", str(key))
+        name = f"{prefix}.{key}" if prefix else key
         if isinstance(value, Mapping) and value:
             flat.update(flatten(value, name))
         else:
