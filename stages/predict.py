@@ -1,13 +1,20 @@
-"""Apply a trained checkpoint to a folder of images (a command, not a DVC stage).
+"""Apply a trained checkpoint to a folder of images or to a CT volume (a command, not a DVC stage).
 
     python stages/predict.py --model models/synthetic/model.pt --input scans/ --output predictions/
+    python stages/predict.py --model models/msd-liver/model.pt --input ct.nii.gz --output ct_pred/
+    python stages/predict.py --model models/ircadb-liver-ct/model.pt --input PATIENT_DICOM/ --output pred/
 
-Writes, for every image in --input (any size): ``labels/<stem>.png`` (uint8
-class indices at the image's own resolution), ``overlays/<stem>.png`` (the
-prediction drawn on the image) and ``findings.csv`` (foreground area per
-class in pixels and as a fraction of the image, and the predicted image-level
-class). The output folder appears only when every image was processed
-(``medseg.evaluate.predict``).
+For a folder of images, writes for every image in --input (any size):
+``labels/<stem>.png`` (uint8 class indices at the image's own resolution),
+``overlays/<stem>.png`` (the prediction drawn on the image) and
+``findings.csv`` (foreground area per class in pixels and as a fraction of
+the image, and the predicted image-level class; ``medseg.evaluate.predict``).
+For a NIfTI file or a DICOM series folder (a folder without images), with a
+model trained on a dataset sliced from volumes: ``<name>.nii.gz``, the label
+volume on the input's own grid (shape and affine), ``overlays/`` of the
+slices with most foreground and ``findings.csv`` (voxels and millilitres per
+class; ``medseg.evaluate.predict_volume``). The output folder appears only
+when everything was written.
 """
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
-from medseg.evaluate.predict import predict_folder
+from medseg.evaluate.predict import input_kind, predict_folder
+from medseg.evaluate.predict_volume import predict_volume
 from medseg.io.cli import setup_logging
 from medseg.io.errors import DataError
 
@@ -24,21 +32,30 @@ log = logging.getLogger("predict")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Segment a folder of images with a trained checkpoint.")
+    parser = argparse.ArgumentParser(description="Segment a folder of images, or a CT volume, with a trained "
+                                                 "checkpoint.")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, e.g. models/synthetic/model.pt")
-    parser.add_argument("--input", type=Path, required=True, help="folder of images")
+    parser.add_argument("--input", type=Path, required=True,
+                        help="folder of images, NIfTI file (.nii, .nii.gz) or DICOM series folder")
     parser.add_argument("--output", type=Path, required=True, help="folder to create (replaced if present)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images")
+    parser.add_argument("--overlays", type=int, default=3, help="a volume: overlays of this many slices")
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        table = predict_folder(args.model, args.input, args.output, args.device, args.max_pixels)
+        if input_kind(args.input) == "images":
+            table = predict_folder(args.model, args.input, args.output, args.device, args.max_pixels)
+            log.info("%d images -> %s; predicted classes: %s", len(table), args.output,
+                     table["predicted_class"].value_counts().to_dict())
+        else:
+            table = predict_volume(args.model, args.input, args.output, args.device, args.overlays)
+            row = table.iloc[0]
+            log.info("%s (%s voxels) -> %s; %s", row["file"], row["shape"], args.output / row["output"],
+                     {c[3:]: f"{row[c]} mL" for c in table.columns if c.startswith("ml_")})
     except DataError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    log.info("%d images -> %s; predicted classes: %s", len(table), args.output,
-             table["predicted_class"].value_counts().to_dict())
 
 
 if __name__ == "__main__":

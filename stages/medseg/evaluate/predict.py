@@ -1,6 +1,9 @@
-"""Apply a trained checkpoint to a folder of new images of any size (the ``predict`` command).
+"""Apply a trained checkpoint to new images of any size, or to a CT volume (the ``predict`` command).
 
-``predict_folder(model, source, output, device, max_pixels)`` writes, for
+``input_kind(source)`` tells the inputs apart: a folder holding images, a
+NIfTI file or a DICOM series folder (a folder without images); a volume goes
+to ``medseg.evaluate.predict_volume``. ``predict_folder(model, source,
+output, device, max_pixels)`` writes, for
 every image in ``source``: ``labels/<stem>.png`` (uint8 class indices at the
 image's own resolution), ``overlays/<stem>.png`` (the prediction drawn on the
 image) and ``findings.csv`` (foreground area per class in pixels and as a
@@ -10,6 +13,7 @@ folder appears only when every image was processed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,10 +27,25 @@ from medseg.io.images import display_path, read_image, write_png
 from medseg.model.checkpoint import load_checkpoint
 from medseg.model.inference import predict_native
 from medseg.model.runtime import pick_device
+from medseg.volumes.nifti import NIFTI_SUFFIXES
 
 from .scoring import predicted_image_class
 
 FINDINGS = "findings.csv"
+
+
+def input_kind(source: Path) -> Literal["images", "nifti", "dicom"]:
+    """What ``source`` holds: a folder of images, a NIfTI file, or (a folder without images) a DICOM series."""
+    source = Path(source)
+    if source.is_file():
+        if not source.name.lower().endswith(NIFTI_SUFFIXES):
+            raise DataError(source, f"not a NIfTI volume ({', '.join(NIFTI_SUFFIXES)}); give a NIfTI file, a DICOM "
+                                    "series folder or a folder of images")
+        return "nifti"
+    if not source.is_dir():
+        raise DataError(source, "input folder not found")
+    has_images = any(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in source.iterdir())
+    return "images" if has_images else "dicom"
 
 
 def list_images(folder: Path) -> list[Path]:

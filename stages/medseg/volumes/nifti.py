@@ -17,12 +17,23 @@ from medseg.io.images import display_path
 
 from .volume import Volume, to_ras
 
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ERRORS = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error)
+
+
+def nifti_shape(path: Path) -> tuple[int, ...]:
+    """The array shape the header of ``path`` gives (a 4th axis: several values per voxel)."""
+    try:
+        return tuple(int(n) for n in nib.load(path).shape)
+    except _ERRORS as exc:
+        raise DataError(display_path(path), f"not a readable NIfTI volume: {exc}") from None
+
 
 def read_nifti(path: Path) -> Volume:
     try:
         image = nib.load(path)
         data = np.asanyarray(image.dataobj)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
+    except _ERRORS as exc:
         raise DataError(display_path(path), f"not a readable NIfTI volume: {exc}") from None
     if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
         data = data.reshape(data.shape[:3])  # a 3D scan stored with trailing unit axes

@@ -3,7 +3,8 @@
 - ``window``: HU onto 0..255, clipped outside the window.
 - ``InPlaneGrid``: the (x, y) grid slices are resampled to for a target
   spacing, and the affine of the resampled volume (the field of view is
-  kept; pixel centres follow OpenCV's ``resize``).
+  kept; pixel centres follow OpenCV's ``resize``); labels on it back on the
+  source grid (``label_back``, for predictions).
 - ``select_slices``: every slice with foreground, plus a share of the empty
   ones drawn by a generator seeded from params and the volume id, so the
   choice depends on neither worker count nor order.
@@ -66,6 +67,18 @@ class InPlaneGrid:
         if not self.resampled:
             return plane
         return cv2.resize(plane, self.size[::-1], interpolation=cv2.INTER_NEAREST)
+
+    def label_back(self, plane: np.ndarray) -> np.ndarray:
+        """An (x, y) plane of class indices on the resampled grid back on the source grid, nearest neighbour.
+
+        Each source voxel takes the resampled voxel whose cell holds its centre (the grids of ``affine``), so
+        without resampling this is the identity.
+        """
+        if not self.resampled:
+            return plane
+        index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(int), m - 1)
+                 for n, m in zip(self.source, self.size, strict=True)]
+        return plane[np.ix_(*index)]
 
 
 def slice_rng(seed: int, volume_id: str) -> np.random.Generator:

@@ -4,7 +4,8 @@ Every reader returns a ``Volume`` reoriented to RAS (array axes x, y, z
 increase towards the patient's right, anterior and superior; nibabel's
 orientation tools decide the flips and axis swaps, so nothing is
 resampled), and keeps the shape and affine of the file as read, to write
-results back on the input's own grid.
+results back on the input's own grid (``from_ras``, the exact inverse of
+``to_ras``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from medseg.io.errors import DataError
 from medseg.io.images import display_path
+
+RAS = orientations.axcodes2ornt("RAS")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,13 @@ def to_ras(data: np.ndarray, affine: np.ndarray, path: Path) -> Volume:
     ras = orientations.apply_orientation(data, ornt)
     ras_affine = affine @ orientations.inv_ornt_aff(ornt, data.shape)
     return Volume(ras, ras_affine, tuple(int(n) for n in data.shape), affine, Path(path))
+
+
+def from_ras(data: np.ndarray, source_affine: np.ndarray) -> np.ndarray:
+    """A (x, y, z) array on the RAS grid ``to_ras`` made from a file with ``source_affine``, back in the file's
+    own axis order and directions: ``from_ras(to_ras(d, a, p).data, a)`` equals ``d``."""
+    ornt = orientations.io_orientation(np.asarray(source_affine, dtype=float))
+    return orientations.apply_orientation(data, orientations.ornt_transform(RAS, ornt))
 
 
 def grid_problem(volume: Volume, reference: Volume, tolerance_mm: float) -> str | None:
