@@ -140,3 +140,16 @@ def test_volume_scores_appear_beside_the_slice_scores_in_the_summary() -> None:
     text = markdown({"ct": entry})
     assert "| ct | liver | 0.800 [0.700, 0.900] | 0.850 [0.850, 0.850] | 12.5 [12.5, 12.5] | 1 | 0 | 10 / 45 |" in text
     assert "Per volume" not in markdown({"ct": {k: v for k, v in entry.items() if k != "volumes"}})
+
+
+def test_volume_slices_tested_by_different_rounds_are_pooled_into_one_volume(tmp_path: Path) -> None:
+    """Cross-validation over slab groups: each round tests some slices of the volume; the volume is scored whole."""
+    shape, spacing = (12, 16, 14), (0.6, 1.4, 3.0)
+    truth = box(shape, (3, 3, 2), (4, 10, 10))
+    pred = box(shape, (4, 3, 2), (4, 10, 10))
+    ids = converted_volume(tmp_path, truth, spacing)
+    folds = {sid: k // 5 for k, sid in enumerate(ids)}  # rounds 0, 1, 2 tested slices 0-4, 5-9, 10-13
+    table = score_volumes(predictions(pred, ids), folds, ConvertedDataset(tmp_path), CLASSES)
+    liver = table[table["class"] == "liver"].iloc[0]
+    assert liver["folds"] == "0;1;2" and liver["slices"] == 14
+    assert liver["dice"] == pytest.approx(0.75) and liver["hd95_mm"] == pytest.approx(0.6)  # as scored at once
