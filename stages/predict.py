@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from medseg.evaluate.predict import input_kind, predict_folder
-from medseg.evaluate.predict_volume import predict_volume
+from medseg.evaluate.predict_volume import OVERLAYS, predict_volume
 from medseg.io.cli import setup_logging
 from medseg.io.errors import DataError
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, required=True, help="folder to create (replaced if present)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images")
-    parser.add_argument("--overlays", type=int, default=3, help="a volume: overlays of this many slices")
+    parser.add_argument("--overlays", type=int, default=OVERLAYS, help="a volume: overlays of this many slices")
     args = parser.parse_args(argv)
     setup_logging()
     try:

@@ -25,6 +25,7 @@ and affine. Into ``output`` (which appears only once complete):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -49,6 +50,11 @@ from medseg.volumes.volume import Volume, from_ras
 
 from .predict import FINDINGS
 from .scoring import predicted_image_class
+
+if TYPE_CHECKING:
+    import torch
+
+OVERLAYS = 3  # slices drawn, unless the command says otherwise
 
 
 def volume_settings(ckpt: Checkpoint, model_path: Path) -> VolumeSlicing:
@@ -89,7 +95,7 @@ def volume_name(source: Path) -> str:
 
 
 def predict_slices(ckpt: Checkpoint, volume: Volume, grid: InPlaneGrid, slicing: VolumeSlicing,
-                   device) -> np.ndarray:
+                   device: torch.device) -> np.ndarray:
     """(x, y, z) uint8 labels on the resampled RAS grid, one prediction per axial slice."""
     labels = np.zeros((*grid.size, volume.shape[2]), np.uint8)
     for k in range(volume.shape[2]):
@@ -108,6 +114,8 @@ def to_source_grid(labels: np.ndarray, grid: InPlaneGrid, source_affine: np.ndar
 
 def overlay_slices(labels: np.ndarray, n: int) -> list[int]:
     """The ``n`` slices with most foreground, in z order (the middle slice where nothing is predicted)."""
+    if n <= 0:
+        return []
     counts = (labels > 0).reshape(-1, labels.shape[2]).sum(axis=0)
     ranked = [int(k) for k in np.argsort(-counts, kind="stable") if counts[k] > 0][:n]
     return sorted(ranked) if ranked else [labels.shape[2] // 2]
@@ -124,7 +132,8 @@ def findings(name: str, source: Path, labels: np.ndarray, volume: Volume, classe
             "predicted_class": predicted_image_class(voxels, vocabulary)}
 
 
-def predict_volume(model_path: Path, source: Path, output: Path, device_name: str, overlays: int = 3) -> pd.DataFrame:
+def predict_volume(model_path: Path, source: Path, output: Path, device_name: str,
+                   overlays: int = OVERLAYS) -> pd.DataFrame:
     """Segment the volume at ``source`` into ``output``; return the findings table (one row)."""
     device = pick_device(device_name)
     ckpt = load_checkpoint(model_path, device)
