@@ -66,6 +66,9 @@ def test_shipped_params_are_valid():
         (lambda p: p["train"]["model"].update(name="segformer"), "train.model.name: Input should be 'unet'"),
         (lambda p: p["train"].update(class_weights={"cyst": 2.0}), "train.class_weights: unknown class 'cyst'"),
         (lambda p: p["train"].update(class_weights={"liver": -1.0}), "train.class_weights:"),
+        (lambda p: p["datasets"]["synthetic"].update(plan={"budget_minutes": 0}),
+         "datasets.synthetic.plan.budget_minutes: Input should be greater than 0"),
+        (lambda p: p["datasets"]["synthetic"].update(plan={"budget": 5}), "datasets.synthetic.plan.budget:"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, raw_params, edit, expected):
@@ -75,6 +78,16 @@ def test_bad_params_name_the_key(tmp_path, raw_params, edit, expected):
         _load(tmp_path, data)
     assert expected in str(err.value)
     assert str(tmp_path / "params.yaml") in str(err.value)
+
+
+def test_a_profile_plan_overrides_the_global_plan_for_its_dataset_alone(tmp_path, raw_params):
+    data = copy.deepcopy(raw_params)
+    data["datasets"]["synthetic"]["plan"] = {"budget_minutes": 3}
+    params = _load(tmp_path, data)
+    assert params.plan_for("synthetic").budget_minutes == 3
+    assert params.plan_for("synthetic").reference_gflops == params.plan.reference_gflops
+    assert params.plan_for("us-liver-mini") == params.plan
+    assert params.plan_for("ircadb-liver-ct").budget_minutes == 6  # the shipped profile's own budget
 
 
 def test_url_source_requires_a_checksum(tmp_path, raw_params):

@@ -330,12 +330,15 @@ class DatasetConfig(Strict):
 
     ``augment``, ``split``, ``train`` and ``evaluate`` are optional overrides:
     partial sections merged over the global ones for this dataset only (a
-    value here beats both the global value and the plan). ``medseg.config.params``
+    value here beats both the global value and the plan). ``plan`` likewise
+    changes how this dataset is planned (``budget_minutes`` for a dataset that
+    needs less or more training time than the others). ``medseg.config.params``
     validates the merged sections.
     """
 
     source: Source
     convert: ConvertConfig
+    plan: dict[str, Any] = {}
     augment: dict[str, Any] = {}
     split: dict[str, Any] = {}
     train: dict[str, Any] = {}

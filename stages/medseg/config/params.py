@@ -91,7 +91,17 @@ class Params(Strict):
                              f"{['background', *sorted(known)]}")
         for name in self.datasets:
             self.sections(name)  # every profile's overrides must give valid sections
+            self.plan_for(name)
         return self
+
+    def plan_for(self, name: str) -> PlanConfig:
+        """The ``plan`` section for dataset ``name``: its profile's ``plan`` over the global one."""
+        try:
+            return PlanConfig.model_validate(merged(self.plan.model_dump(), self.dataset(name).plan))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"datasets.{name}.plan.{where}: {err['msg']}") from None
 
     def sections(self, name: str) -> dict[str, Strict]:
         """``augment``, ``split``, ``train`` and ``evaluate`` for dataset ``name``: its overrides over the global ones.

@@ -52,7 +52,7 @@ class Plan:
 def params_digest(dataset: str, params: Params) -> str:
     """Hash of what a plan of ``dataset`` is made from: its merged sections (``auto`` kept) and ``plan``."""
     made_from = {name: section.model_dump(mode="json") for name, section in params.sections(dataset).items()}
-    made_from["plan"] = params.plan.model_dump(mode="json")
+    made_from["plan"] = params.plan_for(dataset).model_dump(mode="json")
     return hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
 
 

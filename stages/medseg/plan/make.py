@@ -1,7 +1,7 @@
 """The plan stage's work: fingerprint a converted dataset and fill in its ``auto`` knobs.
 
 ``make_plan(dataset, params)`` merges the dataset's profile overrides over the
-global sections (``Params.sections``), measures the converted data
+global sections (``Params.sections``, ``Params.plan_for``), measures the converted data
 (``medseg.plan.fingerprint``), applies the rules (``medseg.plan.rules``) and
 returns the sections and the record that ``medseg.data.plans`` writes.
 """
@@ -35,8 +35,10 @@ def make_plan(dataset: str, params: Params) -> tuple[dict[str, Any], dict[str, A
     fp = fingerprint(converted)
     sections = {name: section.model_dump() for name, section in params.sections(dataset).items()}
     rounds, shares = rounds_and_shares(sections, sorted(converted.manifest["group"].unique()))
-    resolved, record = plan_sections(fp, sections, params.plan, rounds, shares, len(converted.classes),
+    plan = params.plan_for(dataset)
+    resolved, record = plan_sections(fp, sections, plan, rounds, shares, len(converted.classes),
                                      params.overridden(dataset))
     return resolved, {"params_digest": params_digest(dataset, params), "fingerprint": fp, "rounds": rounds,
+                      "budget_minutes": plan.budget_minutes,
                       "train_share": round(shares.train, 4),
                       "valid_share": round(shares.valid, 4), **record}
