@@ -14,11 +14,14 @@ number of workers.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -33,6 +36,8 @@ from .aul import aul_label
 from .discover import discover
 from .masks import Decoded, decode_mask, merge_masks
 from .samples import Sample
+
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +97,18 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
     return Converted(row, snapped, quirk, len(sample.masks), scaled, outliers)
 
 
-def _convert_or_error(args: tuple[Sample, ConvertConfig, Path, Path]) -> Converted | DataError:
+def _result_or_error(convert: Callable[..., R], args: tuple) -> R | DataError:
     try:
-        return convert_sample(*args)
+        return convert(*args)
     except DataError as exc:
         return exc
+
+
+def convert_all(convert: Callable[..., R], jobs: list[tuple], workers: int | None) -> tuple[list[R], list[DataError]]:
+    """``convert(*job)`` for every job, in a process pool, in job order: the results, and the ``DataError``s
+    that jobs raised instead (a bad file stops its own job, not the others)."""
+    results = list(ordered_map(functools.partial(_result_or_error, convert), jobs, workers or default_workers()))
+    return ([r for r in results if not isinstance(r, DataError)], [r for r in results if isinstance(r, DataError)])
 
 
 # --------------------------------------------------------------------------- dataset
@@ -106,9 +118,8 @@ def convert_dataset(raw: Path, out: Path, cfg: ConvertConfig, workers: int | Non
     problems = list(found.problems)
     converted.create(out)
     jobs = [(s, cfg, out, raw) for s in found.samples]
-    results = list(ordered_map(_convert_or_error, jobs, workers or default_workers()))
-    done = [r for r in results if isinstance(r, Converted)]
-    problems += [r for r in results if isinstance(r, DataError)]
+    done, failed = convert_all(convert_sample, jobs, workers)
+    problems += failed
     handle_problems(problems, cfg.on_error)
     if not done:
         raise DataError(display_path(raw), "no usable image/mask pairs found (empty dataset)")

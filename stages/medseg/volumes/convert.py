@@ -27,10 +27,9 @@ import pandas as pd
 from medseg.config import ConvertConfig, VolumeSlicing
 from medseg.data import converted
 from medseg.data.volumes import VolumeGeometry, voxel_to_image, write_volumes
-from medseg.formats.convert import default_workers, handle_problems
+from medseg.formats.convert import convert_all, handle_problems
 from medseg.io.errors import DataError
 from medseg.io.images import display_path
-from medseg.io.parallel import ordered_map
 
 from .layouts import VolumeCase, find_cases, read_case
 from .slicing import InPlaneGrid, select_slices, slice_rng, stack_indices, window
@@ -97,13 +96,6 @@ def _rows(affine: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(round(float(v), 9) for v in row) for row in affine)
 
 
-def _convert_or_error(args: tuple[VolumeCase, ConvertConfig, Path, Path]) -> ConvertedVolume | DataError:
-    try:
-        return convert_volume(*args)
-    except DataError as exc:
-        return exc
-
-
 # --------------------------------------------------------------------------- dataset
 def convert_volumes(raw: Path, out: Path, cfg: ConvertConfig, workers: int | None = None) -> dict:
     """Convert every volume under ``raw`` into ``out`` (an empty folder the caller moves into place); return the
@@ -111,9 +103,8 @@ def convert_volumes(raw: Path, out: Path, cfg: ConvertConfig, workers: int | Non
     found = find_cases(raw, cfg.annotation)
     converted.create(out)
     jobs = [(c, cfg, out, raw) for c in found.cases]
-    results = list(ordered_map(_convert_or_error, jobs, workers or default_workers()))
-    done = [r for r in results if isinstance(r, ConvertedVolume)]
-    problems = found.problems + [r for r in results if isinstance(r, DataError)]
+    done, failed = convert_all(convert_volume, jobs, workers)
+    problems = found.problems + failed
     handle_problems(problems, cfg.on_error)
     rows = [row for volume in done for row in volume.rows]
     if not rows:
