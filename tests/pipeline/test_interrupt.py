@@ -25,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ import yaml
 
 from conftest import clone_work_tree, run, shrink
 from medseg.io.atomic import atomic_dir, atomic_file, remove_stale_siblings
+from medseg.io.errors import Terminated, raise_terminated
 
 DATASET = "synthetic"
 TEMP = re.compile(r"\..+\.(tmp-\d+-.+|old-\d+)$")
@@ -78,6 +80,62 @@ def test_a_failed_write_leaves_the_previous_output_and_no_temporary_file(tmp_pat
         fh.write("half")
         raise RuntimeError("disk full")
     assert [p.name for p in tmp_path.iterdir()] == ["train.json"] and final.read_text() == "previous"
+
+
+@pytest.fixture
+def sigterm_raises():
+    """SIGTERM raises ``Terminated``, as ``run_stage`` makes it, for the test's duration."""
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def sigterm_to_another_thread_once_made(monkeypatch, name: str) -> None:
+    """Make ``tempfile.<name>`` send SIGTERM to another thread of this process once it has made its file, and
+    run on a few bytecodes: the kernel's choice when the main thread has it masked and OpenBLAS's threads have
+    not. That thread's C handler marks the signal; Python's handler then runs in the main thread."""
+    done = threading.Event()
+    other = threading.Thread(target=done.wait, daemon=True)
+    other.start()
+    real = getattr(tempfile, name)
+
+    def make(*args, **kwargs):
+        made = real(*args, **kwargs)
+        signal.pthread_kill(other.ident, signal.SIGTERM)
+        time.sleep(0.1)
+        for _ in range(1000):  # the main thread looks for marked signals at bytecodes like these
+            pass
+        done.set()
+        return made
+
+    monkeypatch.setattr(tempfile, name, make)
+
+
+@pytest.mark.parametrize("write", ["atomic_dir", "atomic_file"])
+def test_a_sigterm_taken_while_the_temporary_sibling_is_made_leaves_nothing(tmp_path, monkeypatch, sigterm_raises,
+                                                                              write):
+    sigterm_to_another_thread_once_made(monkeypatch, "mkdtemp" if write == "atomic_dir" else "mkstemp")
+    final = tmp_path / "out"
+    with pytest.raises(Terminated), (atomic_dir(final) if write == "atomic_dir" else atomic_file(final)):
+        pytest.fail("the stop was not taken before the block")
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is raise_terminated
+
+
+def test_a_sigterm_during_the_swap_still_removes_the_previous_output(tmp_path, monkeypatch, sigterm_raises):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "previous.txt").write_text("previous")
+    real = os.replace
+
+    def replace(src, dst):  # SIGTERM between the two renames
+        real(src, dst)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Terminated), atomic_dir(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+        monkeypatch.setattr(os, "replace", replace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (final / "new.txt").read_text() == "new"
 
 
 # --------------------------------------------------------------------------- the pipeline, killed mid-stage
@@ -207,34 +265,35 @@ def test_interrupted_stage_leaves_no_partial_output_and_repro_completes(clone, s
     before = snapshot(clone, outs)
     runs_before, stale_before = runs_by_status(clone), leftovers(clone)
 
-    output = interrupt(clone, stage, outs, sig)
+    try:
+        output = interrupt(clone, stage, outs, sig)
 
-    # Each output is gone (DVC removes them before running the stage) or complete.
-    missing = [out for out in outs if not (clone / out).exists()]
-    for out in set(outs) - set(missing):
-        now = snapshot(clone, [out])
-        assert sorted(now) == sorted(k for k in before if k == out or out in k.parents), f"{out} is incomplete"
-        for name, data in now.items():
-            assert name.name in VOLATILE or data == before[name], f"{name} differs from a complete run"
-    if missing:
-        status = dvc_json(clone, "status", f"{stage}@{DATASET}")
-        assert f"{stage}@{DATASET}" in status, f"DVC calls {stage} up to date with {missing} missing"
-        with pytest.raises(AssertionError, match="does not exist|missing"):
-            run(["dvc", "commit", "-f", f"{stage}@{DATASET}"], clone)
+        # Each output is gone (DVC removes them before running the stage) or complete.
+        missing = [out for out in outs if not (clone / out).exists()]
+        for out in set(outs) - set(missing):
+            now = snapshot(clone, [out])
+            assert sorted(now) == sorted(k for k in before if k == out or out in k.parents), f"{out} is incomplete"
+            for name, data in now.items():
+                assert name.name in VOLATILE or data == before[name], f"{name} differs from a complete run"
+        if missing:
+            status = dvc_json(clone, "status", f"{stage}@{DATASET}")
+            assert f"{stage}@{DATASET}" in status, f"DVC calls {stage} up to date with {missing} missing"
+            with pytest.raises(AssertionError, match="does not exist|missing"):
+                run(["dvc", "commit", "-f", f"{stage}@{DATASET}"], clone)
 
-    runs_after, opened = runs_by_status(clone), set()
-    if sig == signal.SIGTERM:
-        assert leftovers(clone) == stale_before, output  # earlier SIGKILL tests' leftovers may remain
-        assert set(runs_after.get("RUNNING", [])) <= set(runs_before.get("RUNNING", [])), output
-        if stage == "train":  # the run this attempt opened is marked, not left open
-            killed = set(runs_after.get("KILLED", [])) - set(runs_before.get("KILLED", []))
-            assert len(killed) == 1, runs_after
-    else:  # nothing can run on SIGKILL: only hidden temporary siblings may remain, never an output's name
-        assert all(TEMP.match(p.name) for p in leftovers(clone))
-        opened = set(runs_after.get("RUNNING", [])) - set(runs_before.get("RUNNING", []))
-        assert len(opened) <= 1, runs_after
-
-    run(["dvc", "repro"], clone)
+        runs_after, opened = runs_by_status(clone), set()
+        if sig == signal.SIGTERM:
+            assert leftovers(clone) == stale_before, output  # earlier SIGKILL tests' leftovers may remain
+            assert set(runs_after.get("RUNNING", [])) <= set(runs_before.get("RUNNING", [])), output
+            if stage == "train":  # the run this attempt opened is marked, not left open
+                killed = set(runs_after.get("KILLED", [])) - set(runs_before.get("KILLED", []))
+                assert len(killed) == 1, runs_after
+        else:  # nothing can run on SIGKILL: only hidden temporary siblings may remain, never an output's name
+            assert all(TEMP.match(p.name) for p in leftovers(clone))
+            opened = set(runs_after.get("RUNNING", [])) - set(runs_before.get("RUNNING", []))
+            assert len(opened) <= 1, runs_after
+    finally:  # the next test starts from a complete pipeline, whatever this one found
+        run(["dvc", "repro"], clone)
     assert snapshot(clone, outs).keys() == before.keys()
     if sig == signal.SIGKILL and opened:  # the next sync on this host closes the dead process's run
         run(["dvc", "repro", "-f", "-s", f"track@{DATASET}"], clone)

@@ -12,11 +12,12 @@ import logging
 import os
 import re
 import shutil
-import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+
+from .signals import DeferredStops, defer_stops
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,16 +29,15 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(final)
-    held = _hold_signals()
-    tmp = Path(_created(held, lambda: tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent)))
+    stops = defer_stops()
+    tmp = Path(_created(stops, lambda: tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent)))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; outputs are meant to be shared
-        _release_signals(held)  # one that came meanwhile is raised here, where the cleanup below sees it
+        stops.release()  # one that came meanwhile is raised here, where the cleanup below sees it
         yield tmp
         _swap_into_place(tmp, final)
     except BaseException:
-        _release_signals(held)
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing left to remove once swapped
+        _cleanly(lambda: shutil.rmtree(tmp, ignore_errors=True), stops)  # nothing left to remove once swapped
         raise
 
 
@@ -45,18 +45,21 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     # os.replace cannot move a directory onto a non-empty one, so the old
     # output is first renamed aside and deleted after the new one is in place.
     # Ctrl-C or SIGTERM between the two renames would leave neither version
-    # in place, so they wait until both are done.
+    # in place, so they wait until both are done, and the old one goes even
+    # when one of them is taken then.
     old = None
-    held = _hold_signals()
+    stops = defer_stops()
     try:
         if final.exists() or final.is_symlink():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
         os.replace(tmp, final)
     finally:
-        _release_signals(held)
-    if old is not None:
-        _remove(old)
+        try:
+            stops.release()
+        finally:
+            if old is not None:
+                _cleanly(lambda: _remove(old))
 
 
 @contextlib.contextmanager
@@ -65,45 +68,47 @@ def atomic_file(final: Path, mode: str = "w", **kwargs) -> Iterator:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(final)
-    held = _hold_signals()
-    fd, name = _created(held, lambda: tempfile.mkstemp(prefix=_tmp_prefix(final), dir=final.parent))
+    stops = defer_stops()
+    fd, name = _created(stops, lambda: tempfile.mkstemp(prefix=_tmp_prefix(final), dir=final.parent))
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes it private; outputs are meant to be shared
         os.close(fd)
-        _release_signals(held)  # one that came meanwhile is raised here, where the cleanup below sees it
+        stops.release()  # one that came meanwhile is raised here, where the cleanup below sees it
         with open(name, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(name, final)
     except BaseException:
-        _release_signals(held)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
+        _cleanly(lambda: _remove(Path(name)), stops)
         raise
 
 
-# A temporary sibling is created with Ctrl-C and SIGTERM held back, and they
-# are let through only inside the block that removes it on any exception:
-# otherwise a signal landing between its creation and that block would leave it.
-_STOP = frozenset({signal.SIGINT, signal.SIGTERM})
-
-
-def _hold_signals() -> set[signal.Signals]:
-    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
-
-
-def _release_signals(held: set[signal.Signals]) -> None:
-    signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def _created(held: set[signal.Signals], make: Callable[[], T]) -> T:
-    """``make()``; the signals are let through again when it fails."""
+# A temporary sibling is created with Ctrl-C and SIGTERM deferred, and they
+# are taken only inside the block that removes it on any exception: otherwise
+# a signal landing between its creation and that block would leave it. The
+# removal itself defers them too, so a second stop cannot cut it short.
+def _created(stops: DeferredStops, make: Callable[[], T]) -> T:
+    """``make()``; the stops are taken when it fails."""
     try:
         return make()
     except BaseException:
-        _release_signals(held)
+        stops.release()
         raise
+
+
+def _cleanly(remove: Callable[[], None], deferred: DeferredStops | None = None) -> None:
+    """``remove()`` with stops deferred, then those ``deferred`` since earlier (the block it cleans up after
+    may have failed before releasing them) and those that came meanwhile are taken."""
+    stops = defer_stops()
+    try:
+        remove()
+    finally:
+        try:
+            stops.release()
+        finally:
+            if deferred is not None:
+                deferred.release()
 
 
 def _tmp_prefix(final: Path) -> str:

@@ -17,12 +17,13 @@ import collections
 import contextlib
 import multiprocessing
 import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
 
 import cv2
+
+from .signals import STOP_SIGNALS, defer_stops
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -68,9 +69,6 @@ def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], workers: int) -> Iterat
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
 def _start_pool(workers: int) -> ProcessPoolExecutor:
     """A pool with every worker forked, none of them left alive by a stop that came meanwhile.
 
@@ -83,26 +81,24 @@ def _start_pool(workers: int) -> ProcessPoolExecutor:
     for work forever, outliving the stage or keeping it from exiting. Then the stop
     is taken, as the stage's handler says.
     """
-    caught: list[int] = []
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # handlers belong to the main thread
-        handlers = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in _STOP_SIGNALS}
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    stops = defer_stops()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        before = set(multiprocessing.active_children())
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_worker_signals)
-        pool.submit(_nothing)  # forks every worker now (the "fork" context starts them all at once)
-        if caught or signal.sigpending() & _STOP_SIGNALS:
-            for worker in set(multiprocessing.active_children()) - before:
-                worker.kill()
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        try:
+            before = set(multiprocessing.active_children())
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_worker_signals)
+            pool.submit(_nothing)  # forks every worker now (the "fork" context starts them all at once)
+            if stops.caught or signal.sigpending() & set(STOP_SIGNALS):
+                for worker in set(multiprocessing.active_children()) - before:
+                    worker.kill()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop still pending is recorded now
+    except BaseException:
+        stops.release()
+        raise
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop still pending is taken here
-        for signum in caught:
-            signal.raise_signal(signum)
+        stops.release()  # and taken here
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
@@ -113,7 +109,7 @@ def _worker_signals() -> None:
     """In each worker: die on SIGTERM, leave Ctrl-C to the parent, then take signals again."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _nothing() -> None:
