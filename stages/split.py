@@ -5,7 +5,8 @@ The leak audit first hashes every converted image and, as ``split.audit``
 says, merges the groups of near-duplicates, refuses them, or is off
 (``medseg.data.audit``); it writes ``data/split/<dataset>_audit.json``. Then
 ``data/split/<dataset>.csv``: one row per sample with its split and fold
-(``medseg.data.split``). Both files are small and kept in git so a reviewer
+(``medseg.data.split``; with ``split.labelled_fraction`` < 1 also whether
+its group's masks may train). Both files are small and kept in git so a reviewer
 sees where each image went and which groups were joined. With
 ``split.predefined: respect`` the published split is kept, groups it puts
 on two sides moved whole (listed in the audit file and logged) or refused.
@@ -19,7 +20,7 @@ from medseg.data.audit import audit_duplicates, write_audit
 from medseg.data.converted import ConvertedDataset
 from medseg.data.plans import read_plan
 from medseg.data.shards import AugmentedDataset
-from medseg.data.split import predefined_moves, split_table, write_split
+from medseg.data.split import labelled, predefined_moves, split_table, write_split
 from medseg.io import paths
 from medseg.io.cli import run_stage
 
@@ -44,6 +45,10 @@ def main(dataset: str, params: Params) -> None:
     write_split(paths.split_file(dataset), table)
     counts = table[table["split"] != "unused"].groupby(["split", "kind"]).size()
     log.info("%s: %s", dataset, ", ".join(f"{s}/{k}={n}" for (s, k), n in counts.items()))
+    if cfg.labelled_fraction < 1:
+        groups = table[table["kind"] == "original"].drop_duplicates("group")
+        log.info("%s: split.labelled_fraction %g: %d of %d patient groups train without their masks", dataset,
+                 cfg.labelled_fraction, int((~labelled(groups)).sum()), len(groups))
 
 
 if __name__ == "__main__":

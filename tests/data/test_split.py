@@ -8,7 +8,7 @@ import pytest
 
 from medseg.config import SplitConfig
 from medseg.data.rounds import Round, rounds
-from medseg.data.split import read_split, split_table, write_split
+from medseg.data.split import COLUMNS, LABELLED, read_split, split_table, write_split
 from medseg.io.errors import DataError
 
 
@@ -130,3 +130,72 @@ def test_named_test_groups_are_the_test_set_and_valid_comes_from_the_rest():
     assert len(groups["valid"]) == round(0.2 * (20 - len(groups["test"])))
     with pytest.raises(DataError, match="matches 0 of 20"):
         split_table(orig, augmented(orig, 1), SplitConfig(test_groups="^nobody$"))
+
+
+# --------------------------------------------------------------------------- labelled_fraction
+def _group_flags(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["kind"] == "original"].drop_duplicates("group").set_index("group")
+
+
+def test_a_labelled_fraction_keeps_the_masks_of_that_share_of_train_groups_whole():
+    orig = originals(n_groups=40)
+    table = split_table(orig, augmented(orig), SplitConfig(valid=0.2, test=0.2, labelled_fraction=0.25))
+    assert list(table.columns) == [*COLUMNS, LABELLED]
+    assert (table.groupby("group")[LABELLED].nunique() == 1).all()  # no group partly labelled
+    groups = _group_flags(table)
+    train = groups[groups["split"] == "train"]
+    assert int(train[LABELLED].sum()) == round(0.25 * len(train))
+    assert set(train.loc[train[LABELLED] == 1, "image_class"]) == {"benign", "malignant", "normal"}
+    assert (groups.loc[groups["split"] != "train", LABELLED] == 1).all()  # valid and test untouched
+    aug = table[table["kind"] == "augmented"]
+    assert (aug[LABELLED].values == aug["source_id"].map(table.set_index("id")[LABELLED]).values).all()
+    rows = Round().select(table)
+    assert set(rows["unlabelled"]["group"]) == set(train.index[train[LABELLED] == 0])
+    assert set(rows["train"]["group"]) == set(train.index[train[LABELLED] == 1])
+    assert "augmented" in set(rows["unlabelled"]["kind"])  # copies of unlabelled sources are unlabelled images
+
+
+def test_the_labelled_draw_is_seeded_by_its_own_seed_and_leaves_the_split_alone():
+    orig = originals(n_groups=40)
+    draw = {seed: split_table(orig, augmented(orig, 1), SplitConfig(labelled_fraction=0.2, labelled_seed=seed))
+            for seed in (1, 2)}
+    again = split_table(orig.iloc[::-1], augmented(orig, 1), SplitConfig(labelled_fraction=0.2, labelled_seed=1))
+    assert draw[1].equals(again)
+    assert not draw[1][LABELLED].equals(draw[2][LABELLED])
+    full = split_table(orig, augmented(orig, 1), SplitConfig())
+    for table in draw.values():
+        assert table[list(COLUMNS)].equals(full)  # same train, valid and test groups
+
+
+def test_at_least_one_train_group_keeps_its_masks():
+    orig = originals(n_groups=12)
+    groups = _group_flags(split_table(orig, augmented(orig, 0), SplitConfig(labelled_fraction=0.01)))
+    assert int(groups.loc[groups["split"] == "train", LABELLED].sum()) == 1
+
+
+def test_with_folds_each_fold_keeps_the_share_and_every_round_has_both_kinds(tmp_path):
+    orig = originals(n_groups=30)
+    table = split_table(orig, augmented(orig, 1), SplitConfig(folds=5, labelled_fraction=0.34))
+    groups = _group_flags(table)
+    for _, fold in groups.groupby("fold"):
+        assert int(fold[LABELLED].sum()) == round(0.34 * len(fold))
+    for round_ in rounds(5):
+        rows = round_.select(table)
+        assert len(rows["train"]) and len(rows["unlabelled"])
+        assert not set(rows["train"]["group"]) & set(rows["unlabelled"]["group"])
+        assert set(rows["test"]["group"]) == set(groups.index[groups["fold"] == round_.index])
+    write_split(tmp_path / "split.csv", table)
+    back = read_split(tmp_path / "split.csv")  # text cells, as train reads it
+    assert {k: sorted(v["id"]) for k, v in Round(2).select(back).items()} == \
+        {k: sorted(v["id"]) for k, v in Round(2).select(table).items()}
+
+
+def test_labelled_fraction_one_writes_the_table_without_the_feature(tmp_path):
+    orig = originals(n_groups=20)
+    default = split_table(orig, augmented(orig), SplitConfig(folds=3))
+    seeded = split_table(orig, augmented(orig), SplitConfig(folds=3, labelled_fraction=1.0, labelled_seed=99))
+    write_split(tmp_path / "a.csv", default)
+    write_split(tmp_path / "b.csv", seeded)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert list(default.columns) == list(COLUMNS)
+    assert all(len(Round(r).select(read_split(tmp_path / "a.csv"))["unlabelled"]) == 0 for r in range(3))

@@ -1,4 +1,5 @@
-"""Schema of ``split``: the group-aware train/valid/test split and cross-validation folds."""
+"""Schema of ``split``: the group-aware train/valid/test split, cross-validation folds, and which train groups
+keep their masks (``labelled_fraction``, for semi-supervised training)."""
 from __future__ import annotations
 
 import re
@@ -43,6 +44,12 @@ class SplitConfig(Strict):
     predefined_conflict: Literal["move", "refuse"] = Field(
         "move", description="with respect, a patient group published on two sides: move it whole to the side "
                             "holding most of its images (ties: test, then valid, then train), or refuse")
+    labelled_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of the train patient groups whose masks training uses (at least one "
+                                     "group; drawn per fold with cross-validation); the other train groups are "
+                                     "unlabelled images for semi-supervised training (train.semi_supervised). 1: all")
+    labelled_seed: int = Field(2026, description="seed of the draw of labelled groups alone, so the labelled "
+                                                 "part can be redrawn with the same test groups")
     audit: AuditConfig = AuditConfig()
 
     @field_validator("test_groups")

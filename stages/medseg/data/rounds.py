@@ -10,6 +10,8 @@ MLflow and of its progress pictures, and its value in the ``fold`` column of
 In round ``r`` of ``k``, fold ``r`` is the test set, fold ``r+1 (mod k)``
 the validation set and the other folds train, so every image is tested
 exactly once by a model that neither saw it nor used it for model selection.
+Train rows whose masks the split withholds (``split.labelled_fraction``) are
+the round's ``unlabelled`` images.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from medseg.io.errors import DataError
+
+from .split import labelled
 
 CHECKPOINT = "model.pt"
 FIXED_FOLD = -1  # the ``fold`` column's value for the fixed split
@@ -59,21 +63,23 @@ class Round:
         return (f"{self.key}_" if self.key else "") + f"epoch_{epoch:03d}.png"
 
     def select(self, split: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Rows of the split table for ``train`` (originals + augmented), ``valid`` and ``test`` (originals)."""
+        """Rows of the split table for ``train`` (originals + augmented whose masks training uses),
+        ``unlabelled`` (the round's other train rows: images only), ``valid`` and ``test`` (originals)."""
         original = split["kind"] == "original"
         if self.index is None:
-            return {"train": split[split["split"] == "train"],
-                    "valid": split[(split["split"] == "valid") & original],
-                    "test": split[(split["split"] == "test") & original]}
-        folds = split["fold"].astype(int)
-        k = int(folds.max()) + 1
-        if not 0 <= self.index < k:
-            raise DataError("split.csv", f"cross-validation round {self.index} does not exist "
-                                         f"(k = {k}; see split.folds)")
-        valid = (self.index + 1) % k
-        return {"train": split[(folds != self.index) & (folds != valid)],
-                "valid": split[(folds == valid) & original],
-                "test": split[(folds == self.index) & original]}
+            train = split["split"] == "train"
+            valid, test = (split["split"] == "valid") & original, (split["split"] == "test") & original
+        else:
+            folds = split["fold"].astype(int)
+            k = int(folds.max()) + 1
+            if not 0 <= self.index < k:
+                raise DataError("split.csv", f"cross-validation round {self.index} does not exist "
+                                             f"(k = {k}; see split.folds)")
+            train = (folds != self.index) & (folds != (self.index + 1) % k)
+            valid, test = (folds == (self.index + 1) % k) & original, (folds == self.index) & original
+        masks = labelled(split)
+        return {"train": split[train & masks], "unlabelled": split[train & ~masks],
+                "valid": split[valid], "test": split[test]}
 
 
 def rounds(folds: int) -> list[Round]:

@@ -25,7 +25,18 @@ rows carry their source's fold) for cross-validation: in round ``r`` fold
 ``r`` is the test set, fold ``r+1 (mod k)`` the validation set and the rest
 train, so every image is tested exactly once by a model that never saw it
 or used it for model selection (see ``medseg.data.rounds``).
-Everything is a function of the inputs and the seed.
+With ``labelled_fraction`` f < 1 the table has one more column,
+``labelled`` (1 or 0): whether training uses the masks of the row's group
+when the group is in train. Of the train groups (with folds: of each fold's
+groups, so every round's train folds hold about f of its groups) a share f,
+at least one, drawn per image class in an order seeded by ``labelled_seed``
+alone, keep their masks; the others are unlabelled images for
+semi-supervised training. A group is labelled or not as a whole and its
+augmented copies follow their source. Valid and test are not touched: their
+rows read 1 in the fixed split, and a group's masks always score it where it
+is tested. At f = 1 the column is absent, so the table is the one written
+before the feature existed.
+Everything is a function of the inputs and the seeds.
 """
 from __future__ import annotations
 
@@ -46,6 +57,7 @@ from .predefined import Move, resolve
 
 SPLITS = ("train", "valid", "test")
 COLUMNS = ("id", "source_id", "group", "image_class", "kind", "split", "fold")
+LABELLED = "labelled"  # the column that follows COLUMNS when split.labelled_fraction < 1
 
 
 def _group_table(originals: pd.DataFrame) -> pd.DataFrame:
@@ -64,6 +76,11 @@ def _quotas(sizes: pd.Series, fraction: float, total: int) -> dict[str, int]:
     want = int(round(fraction * total))
     if fraction > 0 and total >= 3:
         want = max(want, 1)
+    return _spread(sizes, want)
+
+
+def _spread(sizes: pd.Series, want: int) -> dict[str, int]:
+    """``want`` items over strata of ``sizes`` in proportion, by largest remainder, none above its stratum."""
     exact = sizes * (want / max(int(sizes.sum()), 1))
     base = np.floor(exact).astype(int)
     remainder = (exact - base).sort_values(ascending=False, kind="stable")
@@ -72,7 +89,7 @@ def _quotas(sizes: pd.Series, fraction: float, total: int) -> dict[str, int]:
     return {k: int(min(v, sizes[k])) for k, v in base.items()}
 
 
-def _stable_order(groups: pd.Series, seed: int) -> pd.Series:
+def _stable_order(groups: pd.Series, seed: int | str) -> pd.Series:
     """Shuffle key per group that depends only on (seed, group name)."""
     return groups.map(lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
 
@@ -116,7 +133,32 @@ def assign_groups(originals: pd.DataFrame, cfg: SplitConfig, merged: Mapping[str
             picked = free.index[free["image_class"] == cls][:n]
             groups.loc[picked, "split"] = name
     groups["fold"] = _folds(groups, cfg) if cfg.folds else -1
+    if cfg.labelled_fraction < 1:
+        groups[LABELLED] = _labelled(groups, cfg).astype(int)
     return groups.drop(columns="key")
+
+
+def _labelled(groups: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+    """Per group, whether training uses its masks: a seeded share of each pool of train groups (see the module
+    docstring); every group outside the pools (valid and test of the fixed split) is labelled."""
+    pools = ([groups.index[groups["fold"] == k] for k in range(cfg.folds)] if cfg.folds
+             else [groups.index[groups["split"] == "train"]])
+    key = _stable_order(groups["group"], f"labelled:{cfg.labelled_seed}")
+    labelled = pd.Series(True, index=groups.index)
+    for pool in pools:
+        part = groups.loc[pool, ["image_class"]].assign(key=key[pool]).sort_values(["image_class", "key"])
+        labelled[pool] = False
+        want = max(1, int(round(cfg.labelled_fraction * len(pool))))
+        for cls, n in _spread(part.groupby("image_class").size(), want).items():
+            labelled[part.index[part["image_class"] == cls][:n]] = True
+    return labelled
+
+
+def labelled(rows: pd.DataFrame) -> pd.Series:
+    """Per row of the split table (written or read back as text): whether training may use its mask."""
+    if LABELLED not in rows:
+        return pd.Series(True, index=rows.index)
+    return rows[LABELLED].astype(int) == 1
 
 
 def predefined_moves(originals: pd.DataFrame, cfg: SplitConfig,
@@ -150,6 +192,10 @@ def split_table(originals: pd.DataFrame, augmented: pd.DataFrame, cfg: SplitConf
     orig = originals[["id", "group", "image_class"]].assign(source_id=originals["id"], kind="original")
     orig["split"] = orig["group"].map(groups["split"])
     orig["fold"] = orig["group"].map(groups["fold"])
+    columns = list(COLUMNS)
+    if LABELLED in groups:
+        orig[LABELLED] = orig["group"].map(groups[LABELLED])
+        columns.append(LABELLED)
     by_source = orig.set_index("id")
     unknown = set(augmented["source_id"]) - set(by_source.index)
     if unknown:
@@ -163,8 +209,10 @@ def split_table(originals: pd.DataFrame, augmented: pd.DataFrame, cfg: SplitConf
         "split": augmented["source_id"].map(by_source["split"]).where(lambda s: s == "train", "unused"),
         "fold": augmented["source_id"].map(by_source["fold"]),
     })
+    if LABELLED in columns:
+        aug[LABELLED] = augmented["source_id"].map(by_source[LABELLED])
     table = pd.concat([orig, aug], ignore_index=True)
-    table = table[list(COLUMNS)]
+    table = table[columns]
     return table.sort_values(["kind", "id"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
