@@ -28,12 +28,22 @@ from .plan import PlanConfig
 from .sources import AUL_FOLDERS, ArchiveLimits, LocalSource, RemoteFile, SyntheticSource, UrlSource, ZenodoSource
 from .split import AuditConfig, SplitConfig
 from .tracking import MlflowConfig
-from .train import MODEL_NAMES, NORMS, ModelConfig, OnlineAugment, Postprocess, TrainConfig
+from .train import (
+    MODEL_NAMES,
+    NORMS,
+    SEMI_METHODS,
+    ModelConfig,
+    OnlineAugment,
+    Postprocess,
+    SemiSupervised,
+    StrongView,
+    TrainConfig,
+)
 from .volumes import DicomAnnotation, NiftiAnnotation, VolumeSlicing
 
 __all__ = [
     "AUTO", "AUL_FOLDERS", "Auto", "DATASET_SECTIONS", "GLOBAL_SECTIONS", "OnlineAugment", "PlanConfig", "Postprocess",
-    "unresolved", "MODEL_NAMES", "NORMS", "PARAMS_FILE",
+    "unresolved", "MODEL_NAMES", "NORMS", "PARAMS_FILE", "SEMI_METHODS", "SemiSupervised", "StrongView",
     "ArchiveLimits", "AuditConfig", "AugmentConfig", "AulAnnotation", "BIT_DEPTH_RULES", "BinaryAnnotation",
     "BitDepth", "ConfigError", "ConvertConfig", "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation",
     "ImageClassRule", "LocalSource", "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile",

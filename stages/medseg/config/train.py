@@ -1,6 +1,7 @@
 """Schema of ``train``: the network (``train.model``) and how it is fitted.
 
-``ModelConfig`` is the one definition of the network's knobs and their
+``SemiSupervised`` (``train.semi_supervised``) adds a consistency loss on
+the unlabelled train images. ``ModelConfig`` is the one definition of the network's knobs and their
 defaults: the model factory builds from it, checkpoints store it, and
 nothing else repeats or re-validates them. The knobs follow the earlier
 TensorFlow "FlexUNet" experiment (see ``medseg.model.unet``). Knobs whose
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from .augment import GainContrast, Gamma, Shadow, Speckle
 from .base import AUTO, Auto, Strict, planned
 
 ModelName = Literal["unet", "monai_unet", "monai_basicunet", "monai_dynunet"]
@@ -55,6 +57,44 @@ class OnlineAugment(Strict):
     gamma: float = Field(0.3, ge=0, le=2, description="log of the largest gamma either way")
     noise: float = Field(0.03, ge=0, le=1, description="largest std of additive Gaussian noise, a fraction of full "
                                                        "range")
+
+
+class StrongView(Strict):
+    """The strong view of an unlabelled image (``medseg.train.strong``): image-only perturbations laid over its
+    weak view, so both share one geometry. Each has the augment stage's meaning of its knobs."""
+
+    shadow: Shadow = Shadow(p=0.5, max_width=0.25)
+    speckle: Speckle = Speckle(p=0.8, sigma=0.2)
+    gain: GainContrast = GainContrast(p=0.8, brightness=0.2, contrast=0.3)
+    gamma: Gamma = Gamma(p=0.5, limits=(0.7, 1.5))
+
+
+SemiMethod = Literal["off", "fixmatch", "mean_teacher"]
+SEMI_METHODS: tuple[str, ...] = get_args(SemiMethod)
+
+
+class SemiSupervised(Strict):
+    """Training on the unlabelled train images too (``medseg.train.semi``; ``split.labelled_fraction`` says
+    which train images are unlabelled). Each step adds ``weight`` x ramp x a consistency loss on a batch of them."""
+
+    method: SemiMethod = Field("off", description="fixmatch: confident predictions on the weak view supervise the "
+                                                  "strong view; mean_teacher: an EMA teacher on the weak view "
+                                                  "supervises the student on the strong view; off: supervised only")
+    weight: float = Field(1.0, ge=0, description="weight of the unsupervised loss against the supervised one")
+    unlabelled_ratio: float = Field(1.0, gt=0, le=16, description="unlabelled images per labelled image in a step "
+                                                                  "(FixMatch's mu); at least one per process")
+    rampup: float = Field(0.2, ge=0, le=1, description="share of the epochs over which the weight rises from 0 "
+                                                       "(sigmoid ramp); 0: the full weight from the first step")
+    threshold: float = Field(0.95, ge=0, le=1, description="fixmatch: pixels whose weak-view confidence exceeds "
+                                                          "it supervise the strong view")
+    feature_dropout: float = Field(0.0, ge=0, lt=1, description="fixmatch: > 0 adds UniMatch's feature "
+                                                               "perturbation, channel dropout at this rate on the "
+                                                               "bottleneck of the weak view (unet only)")
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="mean_teacher: teacher = decay * teacher + (1 - decay) * "
+                                                           "student after every step")
+    consistency: Literal["mse", "ce"] = Field("mse", description="mean_teacher: squared error of the class "
+                                                                "probabilities, or cross-entropy to the teacher's")
+    strong: StrongView = StrongView()
 
 
 Choice = Literal["validation", "on", "off"]
@@ -105,6 +145,7 @@ class TrainConfig(Strict):
     bf16: bool = Field(True, description="bf16 autocast where the CPU or GPU supports it, else fp32")
     channels_last: bool = True
     preview_images: int = Field(4, ge=0, le=16, description="validation images in each epoch's progress picture")
+    semi_supervised: SemiSupervised = SemiSupervised()
 
     @field_validator("class_weights")
     @classmethod
@@ -115,3 +156,14 @@ class TrainConfig(Strict):
         if negative:
             raise ValueError(f"weight of {negative[0]!r} must be >= 0, got {v[negative[0]]}")
         return v
+
+    @model_validator(mode="after")
+    def _feature_perturbation(self) -> TrainConfig:
+        semi = self.semi_supervised
+        if semi.feature_dropout > 0 and semi.method != "fixmatch":
+            raise ValueError(f"semi_supervised.feature_dropout: perturbs the weak view of fixmatch; with method "
+                             f"{semi.method!r} set it to 0")
+        if semi.feature_dropout > 0 and self.model.name != "unet":
+            raise ValueError(f"semi_supervised.feature_dropout: needs the bottleneck of our U-Net (model.name: unet), "
+                             f"not {self.model.name!r}; set it to 0")
+        return self

@@ -8,7 +8,7 @@ MLflow run the model was logged to.
 
 - ``train.json`` (train): the fixed split's summary (``best_epoch``,
   ``best_val_dice``, ``val_dice_postprocessed``, ``postprocess``, ``epochs_run``, ``stopped_early``,
-  ``train_seconds``, ``n_train``, ``n_valid``), or with cross-validation
+  ``train_seconds``, ``n_train``, ``n_valid``, ``n_unlabelled``), or with cross-validation
   the mean over rounds plus one such section per round (``fold<r>``);
 - ``train_history.csv`` (train): one row per round and epoch, ``fold``
   (-1 for the fixed split), ``epoch`` and the epoch's metrics;

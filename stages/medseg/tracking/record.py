@@ -6,7 +6,8 @@ saw (``data_hash``) and a hash of the params sections that shaped them
 
 - params (``run_params``): the dataset's name and profile (``datasets.<name>``),
   the plan's resolved ``augment``, ``split`` and ``train`` (every ``auto``
-  filled in), and the first round's ``n_train`` and ``n_valid``. ``evaluate`` is left
+  filled in; ``split.labelled_fraction`` and ``train.semi_supervised`` among them), and the first
+  round's ``n_train`` (labelled samples), ``n_valid`` and ``n_unlabelled``. ``evaluate`` is left
   out: a change there re-runs evaluate only, which adds its test metrics to the same run;
 - per-epoch metrics at step = epoch, the columns of ``train_history.csv``,
   prefixed per cross-validation round (``fold<r>.``);
@@ -73,11 +74,13 @@ def _shaping_sections(dataset: str, params: Params, plan: Plan) -> dict[str, Any
 
 
 # --------------------------------------------------------------------------- train
-def run_params(dataset: str, params: Params, plan: Plan, n_train: int, n_valid: int) -> dict[str, Any]:
+def run_params(dataset: str, params: Params, plan: Plan, n_train: int, n_valid: int,
+               n_unlabelled: int) -> dict[str, Any]:
     """The run's params: the profile, the plan's sections that shaped the model, the first round's set sizes."""
     return {"dataset": dataset, "datasets": {dataset: params.dataset(dataset).model_dump(mode="json")},
             "augment": plan.augment.model_dump(mode="json"), "split": plan.split.model_dump(mode="json"),
-            "train": plan.train.model_dump(mode="json"), "n_train": n_train, "n_valid": n_valid}
+            "train": plan.train.model_dump(mode="json"), "n_train": n_train, "n_valid": n_valid,
+            "n_unlabelled": n_unlabelled}
 
 
 def start_training_run(params: Params, dataset: str, key: Mapping[str, str], device: torch.device,
@@ -133,7 +136,8 @@ def log_from_files(tracker: Tracker, dataset: str, params: Params) -> None:
     """Log the results on disk as train and evaluate log them."""
     summary = results.read_training(dataset)
     first = next(iter(results.round_summaries(summary).values()))
-    tracker.log_params(run_params(dataset, params, read_plan(dataset, params), first["n_train"], first["n_valid"]))
+    tracker.log_params(run_params(dataset, params, read_plan(dataset, params), first["n_train"], first["n_valid"],
+                                  first["n_unlabelled"]))
     log_history(tracker, results.history_path(dataset))
     for checkpoint in results.checkpoints(dataset):
         log_checkpoint(tracker, checkpoint)

@@ -4,7 +4,9 @@
 and valid ``ArraySet``s of one ``Round`` at the augment stage's training
 size. Train holds the round's train originals (resized with the model-input
 contract, ``medseg.data.preprocess``) and the augmented copies the split
-assigned to train; valid holds originals only. Everything is decoded once;
+assigned to train, whose masks training may use; valid holds originals only.
+``load_unlabelled`` returns the round's other train images (the split's
+``labelled`` column, ``split.labelled_fraction``) without their masks. Everything is decoded once;
 a training step only slices arrays, so the model never waits for data.
 ``Batches`` cuts an ``ArraySet`` into seeded, shuffled mini-batches of whole
 samples or patches, transformed online.
@@ -82,6 +84,19 @@ def load_training_data(converted: ConvertedDataset, augmented: AugmentedDataset,
     log.info("train: %d samples (%d originals, %d augmented); valid: %d originals at %s",
              len(train), len(orig_ids), len(aug_ids), len(valid), size)
     return train, valid
+
+
+def load_unlabelled(converted: ConvertedDataset, augmented: AugmentedDataset, split_file: Path,
+                    round_: Round = Round()) -> ArraySet:
+    """The images of ``round_``'s unlabelled train rows (``split.labelled_fraction``): originals and the augmented
+    copies of their sources. Their label maps are all 0; training never reads them as targets."""
+    rows = round_.select(read_split(split_file))["unlabelled"]
+    orig_ids = sorted(rows.loc[rows["kind"] == "original", "id"])
+    aug_ids = sorted(rows.loc[rows["kind"] == "augmented", "id"])
+    images = concat(load_originals(converted, orig_ids, augmented.size), load_augmented(augmented, aug_ids))
+    if len(images):
+        log.info("unlabelled: %d images (%d originals, %d augmented)", len(images), len(orig_ids), len(aug_ids))
+    return ArraySet(images.images, np.zeros_like(images.labels), images.ids)
 
 
 class Batches:

@@ -171,3 +171,14 @@ def from_main(value: float, world: World, device: torch.device) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(tensor, src=0)
     return float(tensor.item())
+
+
+def average(tensors: list[torch.Tensor], world: World) -> list[torch.Tensor]:
+    """Each tensor's element-wise mean over all processes (new tensors; the inputs are left as they are)."""
+    if not world.distributed or not tensors:
+        return tensors
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world.size
+    sizes = [t.numel() for t in tensors]
+    return [part.reshape(t.shape).to(t.dtype) for part, t in zip(flat.split(sizes), tensors, strict=True)]

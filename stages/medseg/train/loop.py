@@ -22,6 +22,11 @@ Several processes (``medseg.train.distributed``): pass ``world``; each process
 trains on its shard of every global batch through DDP, validates the whole
 validation set, and follows process 0's validation Dice, so all processes
 stop at the same epoch.
+
+Semi-supervised (``cfg.semi_supervised``, ``medseg.train.semi``): given
+``unlabelled`` images, each step adds a consistency loss on a batch of them;
+``train_loss`` stays the supervised part, the history gains the
+unsupervised loss and the unlabelled images per second.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ from medseg.model.runtime import autocast, bf16_supported, memory_format
 
 from .datasets import ArraySet, Batches
 from .distributed import World, all_true, from_main, total, wrap
+from .semi import Consistency, build_consistency
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +75,15 @@ class EpochStats:
     lr: float
     seconds: float
     images_per_s: float
+    # Semi-supervised training alone (``medseg.train.semi``): the unsupervised loss and the method's other
+    # statistics, and ``unlabelled_per_s``; ``seconds`` includes the unlabelled work.
+    semi: dict[str, float] = field(default_factory=dict)
 
     def as_metrics(self) -> dict[str, float]:
         """The epoch's row of ``train_history.csv`` and its MLflow metrics (without the epoch)."""
         names = ("train_loss", "val_loss", "val_dice", "val_pooled_dice", "lr", "seconds", "images_per_s")
         out = {k: getattr(self, k) for k in names}
+        out.update(self.semi)
         out.update({f"val_dice_{name}": v for name, v in self.val_dice_per_class.items()})
         return out
 
@@ -90,8 +100,11 @@ class FitResult:
 
 
 def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                cfg: TrainConfig, epoch: int, bf16: bool) -> float:
-    """One pass over ``batches``; the mean training loss over all processes' images."""
+                cfg: TrainConfig, epoch: int, bf16: bool, semi: Consistency | None = None) -> float:
+    """One pass over ``batches``; the mean (supervised) training loss over all processes' images.
+
+    With ``semi`` each step also takes its batch of unlabelled images and adds their consistency loss.
+    """
     model.train()
     world = batches.world
     loss_sum, seen = 0.0, 0
@@ -99,16 +112,23 @@ def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimize
                disable=None if world.is_main else True)
     for number, (x, y, weight) in enumerate(bar, start=1):
         with autocast(x.device, bf16):
-            loss = loss_fn(model(x), y)
-        if not all_true(bool(torch.isfinite(loss)), world, x.device):
+            if semi is None:
+                loss = loss_fn(model(x), y)
+                objective = loss * weight if weight != 1 else loss
+            else:
+                progress = (epoch - 1 + (number - 1) / len(batches)) / cfg.epochs
+                loss, objective = semi.objective(model, x, y, weight, loss_fn, progress)
+        if not all_true(bool(torch.isfinite(objective)), world, x.device):
             where = f"epoch {epoch}, batch {number}" + (f" (process {world.rank})" if world.distributed else "")
-            raise NonFiniteLoss(f"loss became {'non-finite' if torch.isfinite(loss) else loss.item()} at {where}; "
-                                "lower train.lr or check the data")
+            raise NonFiniteLoss(f"loss became {'non-finite' if torch.isfinite(objective) else objective.item()} at "
+                                f"{where}; lower train.lr or check the data")
         optimizer.zero_grad(set_to_none=True)
-        (loss * weight if weight != 1 else loss).backward()
+        objective.backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if semi is not None:
+            semi.after_step()
         loss_sum += loss.item() * len(x)
         seen += len(x)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -208,14 +228,38 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     return None
 
 
+def semi_supervision(cfg: TrainConfig, unlabelled: ArraySet | None, model: nn.Module, device: torch.device,
+                     layout: torch.memory_format, world: World) -> Consistency | None:
+    """The consistency method of ``cfg.semi_supervised`` over ``unlabelled``, or None when it is off.
+
+    Raises:
+        StageError: a method is on but there are no unlabelled images.
+    """
+    method = cfg.semi_supervised.method
+    count = 0 if unlabelled is None else len(unlabelled)
+    if method == "off":
+        if count and world.is_main:
+            log.info("%d unlabelled images left unused (train.semi_supervised.method: off)", count)
+        return None
+    if not count:
+        raise StageError(f"train.semi_supervised.method is {method!r} but there are no unlabelled train images; "
+                         "set split.labelled_fraction below 1, or method: off")
+    if world.is_main:
+        log.info("semi-supervised (%s): %d unlabelled images", method, count)
+    return build_consistency(cfg, unlabelled, model, device, layout, world)
+
+
 def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, classes: list[str],
         device: torch.device, on_epoch: Callable[[EpochStats, torch.Tensor], None] | None = None,
-        world: World = World(), groups: dict[str, list[int]] | None = None) -> FitResult:
+        world: World = World(), groups: dict[str, list[int]] | None = None,
+        unlabelled: ArraySet | None = None) -> FitResult:
     """Train ``model`` and return the best state by ``val_dice``, with its chosen post-processing.
 
     ``groups`` names class groups (label values), e.g. ``{"mass": [2, 3]}``: they get a Dice term in the
-    loss, count in the validation Dice, and may decide first at prediction. With several processes
-    (``world``), call it in every process; ``on_epoch`` is called in process 0 only.
+    loss, count in the validation Dice, and may decide first at prediction. ``unlabelled`` images (their
+    labels are never read) join every step when ``cfg.semi_supervised.method`` is on
+    (``medseg.train.semi``). With several processes (``world``), call it in every process; ``on_epoch``
+    is called in process 0 only.
     """
     groups = groups or {}
     bf16 = cfg.bf16 and bf16_supported(device)
@@ -223,6 +267,7 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
         log.warning("train.bf16 is set but %s does not support bf16; training in fp32", device)
     layout = memory_format(cfg.channels_last)
     model.to(device, memory_format=layout)
+    semi = semi_supervision(cfg, unlabelled, model, device, layout, world)  # a mean teacher copies model first
     net = wrap(model, world, device)
     loss_fn = loss_for(cfg, classes, groups)
     regions = regions_of(classes, groups)
@@ -234,17 +279,23 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(net, batches, loss_fn, optimizer, cfg, epoch, bf16)
+        train_loss = train_epoch(net, batches, loss_fn, optimizer, cfg, epoch, bf16, semi)
         seconds = time.perf_counter() - start
+        semi_stats = {} if semi is None else semi.epoch_stats(device)
+        if semi_stats:
+            semi_stats["unlabelled_per_s"] = semi_stats.pop("unlabelled_images") / seconds
         val_loss, per_region, pooled, pred = validate(model, valid, loss_fn, regions, cfg, device, bf16, layout)
         val_dice = from_main(float(np.mean(list(per_region.values()))) if per_region else 0.0, world, device)
         samples = len(batches) * cfg.batch_size
-        stats = EpochStats(epoch, train_loss, val_loss, val_dice, per_region, pooled, lr, seconds, samples / seconds)
+        stats = EpochStats(epoch, train_loss, val_loss, val_dice, per_region, pooled, lr, seconds, samples / seconds,
+                           semi_stats)
         result.history.append(stats)
         if world.is_main:
             log.info("epoch %d: train loss %.4f, val loss %.4f, val dice %.4f %s, lr %.2g, %.1f samples/s",
                      epoch, train_loss, val_loss, val_dice, {k: round(v, 3) for k, v in per_region.items()}, lr,
                      stats.images_per_s)
+            if semi_stats:
+                log.info("epoch %d, unlabelled: %s", epoch, {k: round(v, 4) for k, v in semi_stats.items()})
         if val_dice > result.best_dice:
             result.best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.best_dice = epoch, val_dice

@@ -4,7 +4,8 @@
 plan (``medseg.data.plans``: ``train`` with every ``auto`` filled in, and the
 folds of ``split``), loads every round's data
 (``medseg.data.rounds``: the fixed split, or each cross-validation round),
-fits a model per round (``medseg.train.loop``), and in process 0 writes
+fits a model per round (``medseg.train.loop``; with the round's unlabelled
+train images when ``train.semi_supervised`` is on), and in process 0 writes
 ``models/<name>/`` and the training metrics (``medseg.data.results``) and
 logs one MLflow run (``medseg.tracking.record`` says what it holds). A
 checkpoint of a dataset sliced from CT volumes keeps convert's ``volume``
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,11 +40,24 @@ from medseg.model.runtime import seed_everything
 from medseg.tracking import record
 from medseg.tracking.run import Tracker
 
-from .datasets import ArraySet, load_training_data
+from .datasets import ArraySet, load_training_data, load_unlabelled
 from .distributed import World, threads_per_process
 from .loop import EpochStats, FitResult, fit
 
 log = logging.getLogger(__name__)
+
+
+class RoundData(NamedTuple):
+    """What a round trains on: labelled ``train``, ``valid``, and the ``unlabelled`` train images."""
+
+    train: ArraySet
+    valid: ArraySet
+    unlabelled: ArraySet
+
+    def seen(self, cfg: TrainConfig) -> list[np.ndarray]:
+        """The arrays the round's model sees (for the run key): the unlabelled images only when a method uses them."""
+        used = [self.unlabelled.images] if cfg.semi_supervised.method != "off" else []
+        return [self.train.images, self.train.labels, self.valid.images, self.valid.labels, *used]
 
 
 def progress_picture(valid: ArraySet, pred: torch.Tensor, n: int, classes: list[str], epoch: int) -> np.ndarray:
@@ -56,10 +71,11 @@ def progress_picture(valid: ArraySet, pred: torch.Tensor, n: int, classes: list[
     return grid(rows, classes)
 
 
-def train_round(round_: Round, train: ArraySet, valid: ArraySet, cfg: TrainConfig, classes: list[str],
+def train_round(round_: Round, data: RoundData, cfg: TrainConfig, classes: list[str],
                 channels: int, device: torch.device, tracker: Tracker, progress: Path | None,
                 world: World, groups: dict[str, list[int]]) -> tuple[FitResult, dict, list[dict]]:
     """Fit one model; return its result, its summary and its history rows."""
+    train, valid = data.train, data.valid
     seed_everything(cfg.seed, threads_per_process(cfg.threads, world))
     model = build_model(cfg.model, channels, len(classes))
 
@@ -70,12 +86,13 @@ def train_round(round_: Round, train: ArraySet, valid: ArraySet, cfg: TrainConfi
                       progress_picture(valid, pred, cfg.preview_images, classes, stats.epoch))
 
     start = time.perf_counter()
-    result = fit(model, train, valid, cfg, classes, device, on_epoch, world, groups)
+    result = fit(model, train, valid, cfg, classes, device, on_epoch, world, groups, data.unlabelled)
     summary = {"best_epoch": result.best_epoch, "best_val_dice": round(result.best_dice, 6),
                "val_dice_postprocessed": round(max(result.postprocess_dice.values()), 6),
                "postprocess": result.postprocess.to_dict(),
                "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-               "train_seconds": round(time.perf_counter() - start, 2), "n_train": len(train), "n_valid": len(valid)}
+               "train_seconds": round(time.perf_counter() - start, 2), "n_train": len(train), "n_valid": len(valid),
+               "n_unlabelled": len(data.unlabelled)}
     history = [{"fold": round_.fold, "epoch": st.epoch, **st.as_metrics()} for st in result.history]
     return result, summary, history
 
@@ -111,21 +128,22 @@ def train_dataset(dataset: str, params: Params, world: World, device: torch.devi
     converted = ConvertedDataset(paths.converted_dir(dataset))
     augmented = AugmentedDataset(paths.augmented_dir(dataset))
     groups = plan.evaluate.groups(converted.classes)
-    data = {r: load_training_data(converted, augmented, paths.split_file(dataset), r)
+    data = {r: RoundData(*load_training_data(converted, augmented, paths.split_file(dataset), r),
+                         load_unlabelled(converted, augmented, paths.split_file(dataset), r))
             for r in rounds(plan.split.folds)}
-    seen = [array for train, valid in data.values() for array in (train.images, train.labels, valid.images,
-                                                                   valid.labels)]
+    seen = [array for d in data.values() for array in d.seen(cfg)]
     key = {"dataset": dataset, "data_hash": record.data_hash(seen),
            "params_hash": record.params_hash(dataset, params, plan)}
     tracker = (record.start_training_run(params, dataset, key, device, world.size) if world.is_main
                else Tracker.off())
     progress_dir = atomic_dir(paths.progress_dir(dataset)) if world.is_main else contextlib.nullcontext(None)
     with tracker, progress_dir as progress:
-        first_train, first_valid = next(iter(data.values()))
-        tracker.log_params(record.run_params(dataset, params, plan, len(first_train), len(first_valid)))
+        first = next(iter(data.values()))
+        tracker.log_params(record.run_params(dataset, params, plan, len(first.train), len(first.valid),
+                                             len(first.unlabelled)))
         fitted, summaries, history = {}, {}, []
-        for r, (train, valid) in data.items():
-            fitted[r], summaries[r], rows = train_round(r, train, valid, cfg, converted.classes, converted.channels,
+        for r, round_data in data.items():
+            fitted[r], summaries[r], rows = train_round(r, round_data, cfg, converted.classes, converted.channels,
                                                         device, tracker, progress, world, groups)
             history += rows
         if not world.is_main:
