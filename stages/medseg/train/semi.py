@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.config import SemiSupervised, TrainConfig
+from medseg.config import SEMI_METHODS, SemiSupervised, TrainConfig
 
 from .datasets import ArraySet, Batches
 from .distributed import World, average, total
@@ -238,6 +238,7 @@ class MeanTeacher(Consistency):
 
 
 METHODS: dict[str, type[Consistency]] = {"fixmatch": FixMatch, "mean_teacher": MeanTeacher}
+assert {"off", *METHODS} == set(SEMI_METHODS), "every method the schema allows needs a class"
 
 
 def build_consistency(cfg: TrainConfig, unlabelled: ArraySet, model: nn.Module, device: torch.device,
