@@ -106,3 +106,18 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_params(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_unquoted_on_and_off_mean_the_words(tmp_path):
+    # YAML 1.1 reads them as booleans; the fields whose choices are words take the word written.
+    text = (REPO / "params.yaml").read_text()
+    text = text.replace("    flip_tta: validation", "    flip_tta: off", 1).replace(
+        "    largest_component: validation", "    largest_component: on", 1).replace('method: "off"', "method: off", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    post = params.train.postprocess
+    assert (post.flip_tta, post.largest_component, params.train.semi_supervised.method) == ("off", "on", "off")
+    path.write_text(text.replace("method: off", "method: on", 1))
+    with pytest.raises(ConfigError, match="semi_supervised.method"):  # no method is called "on"
+        load_params(path)

@@ -3,12 +3,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # A knob the plan stage fills in per dataset from its fingerprint (medseg.plan);
 # any other value in params.yaml, globally or in a dataset's profile, overrides the plan.
 AUTO = "auto"
 Auto = Literal["auto"]
+
+
+def _word_of_yaml_switch(value: Any) -> Any:
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+# YAML 1.1 (PyYAML) reads an unquoted on/off (and yes/no, true/false) as a boolean, so ``flip_tta: off``
+# arrives as False: a field whose words include "on" or "off" takes the word that was written.
+YamlSwitch = BeforeValidator(_word_of_yaml_switch)
 
 
 class ConfigError(ValueError):

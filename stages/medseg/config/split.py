@@ -3,17 +3,17 @@ keep their masks (``labelled_fraction``, for semi-supervised training)."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Strict
+from .base import Strict, YamlSwitch
 
 
 class AuditConfig(Strict):
     """The leak audit (``medseg.data.audit``): near-duplicate images in different patient groups."""
 
-    duplicates: Literal["merge", "refuse", "off"] = Field(
+    duplicates: Annotated[Literal["merge", "refuse", "off"], YamlSwitch] = Field(
         "merge", description="merge: their groups become one (before the split); refuse: stop with an error "
                              "naming both files; off: no audit")
     hash_size: int = Field(16, ge=4, le=32, description="the perceptual hash holds the hash_size x hash_size lowest "

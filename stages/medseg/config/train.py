@@ -15,7 +15,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from .augment import GainContrast, Gamma, Shadow, Speckle
-from .base import AUTO, Auto, Strict, planned
+from .base import AUTO, Auto, Strict, YamlSwitch, planned
 
 ModelName = Literal["unet", "monai_unet", "monai_basicunet", "monai_dynunet"]
 NormName = Literal["batch", "instance", "group", "none"]
@@ -77,9 +77,10 @@ class SemiSupervised(Strict):
     """Training on the unlabelled train images too (``medseg.train.semi``; ``split.labelled_fraction`` says
     which train images are unlabelled). Each step adds ``weight`` x ramp x a consistency loss on a batch of them."""
 
-    method: SemiMethod = Field("off", description="fixmatch: confident predictions on the weak view supervise the "
-                                                  "strong view; mean_teacher: an EMA teacher on the weak view "
-                                                  "supervises the student on the strong view; off: supervised only")
+    method: Annotated[SemiMethod, YamlSwitch] = Field(
+        "off", description="fixmatch: confident predictions on the weak view supervise the strong view; "
+                           "mean_teacher: an EMA teacher on the weak view supervises the student on the strong "
+                           "view; off: supervised only")
     weight: float = Field(1.0, ge=0, description="weight of the unsupervised loss against the supervised one")
     unlabelled_ratio: float = Field(1.0, gt=0, le=16, description="unlabelled images per labelled image in a step "
                                                                   "(FixMatch's mu); at least one per process")
@@ -97,7 +98,7 @@ class SemiSupervised(Strict):
     strong: StrongView = StrongView()
 
 
-Choice = Literal["validation", "on", "off"]
+Choice = Annotated[Literal["validation", "on", "off"], YamlSwitch]
 
 
 class Postprocess(Strict):
