@@ -8,9 +8,9 @@
   no label value is invented; outside the image is black and background);
 - intensity, image only: brightness, contrast, gamma, additive Gaussian noise.
 
-Every draw comes from ``generator``, which the caller seeds from (seed, epoch,
-step), so a run is reproducible and independent of what else draws random
-numbers. Each sample is transformed with probability ``cfg.p``. These add to
+Every draw comes from ``generator``, which ``Batches`` seeds once from
+(seed, process rank) and draws from in step order, so a run is reproducible
+and independent of what else draws random numbers. Each sample is transformed with probability ``cfg.p``. These add to
 the offline copies of the augment stage (elastic, grid, speckle, shadow):
 those are expensive and fixed, these are cheap and new at every step.
 """
