@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Retraining: pull the DVC cache from the remote, `dvc repro`, push the cache
-# back, commit dvc.lock and the git-tracked results to a branch, and write the
-# metrics diff against the starting commit into the job summary.
+# back, register each dataset's new model and promote it to @champion only if
+# it scores better (mlflow.promotion in params.yaml), commit dvc.lock and the
+# git-tracked results to a branch, and write the metrics diff against the
+# starting commit into the job summary.
 #
 # Usage: .ci/retrain.sh            (in a clean checkout of the commit to retrain)
 #   RETRAIN_BRANCH   branch the results are committed to (default: retrain),
@@ -12,6 +14,8 @@
 #   GCS_CREDENTIALS_JSON  content of a GCP service-account key (gs:// remotes)
 #   DVC_SSH_KEY           content of a private key (ssh:// remotes)
 #                    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are read by dvc-s3 itself
+#   MLFLOW_TRACKING_URI  the MLflow server holding the registry (unset: mlflow.tracking_uri,
+#                    else the sqlite file in the checkout, which a CI job would throw away)
 #   GITHUB_STEP_SUMMARY  file the report is appended to; unset: stdout
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +69,12 @@ fi
 dvc pull --run-cache --allow-missing
 dvc repro --pull
 dvc push --run-cache
+
+# Gated promotion, while HEAD is still the commit the results come from (the
+# run key holds it): each active dataset's model becomes a registered version,
+# and takes @champion only if it beats the current one (stages/promote.py;
+# the reasons, with both scores, go into the job summary).
+python stages/promote.py
 
 # Git-tracked results: dvc.lock, the outputs with `cache: false` (split
 # tables, metrics, plots), and the .gitignore files DVC keeps beside cached ones.

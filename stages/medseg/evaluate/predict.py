@@ -25,7 +25,7 @@ from medseg.io.atomic import atomic_dir
 from medseg.io.errors import DataError
 from medseg.io.images import display_path, read_image, write_png
 from medseg.model.checkpoint import load_checkpoint
-from medseg.model.inference import predict_native
+from medseg.model.inference import checkpoint_labels
 from medseg.model.runtime import pick_device
 from medseg.volumes.nifti import NIFTI_SUFFIXES
 
@@ -85,7 +85,7 @@ def predict_folder(model_path: Path, source: Path, output: Path, device_name: st
         (out / "overlays").mkdir()
         for path in list_images(source):
             image = read_image(path, ckpt.channels, max_pixels)
-            label = predict_native(ckpt.model, image, ckpt.size, device, ckpt.window, ckpt.postprocess)
+            label = checkpoint_labels(ckpt, image, device)
             name = safe_id(path.stem)
             write_png(out / "labels" / f"{name}.png", label)
             write_png(out / "overlays" / f"{name}.png", overlay(image, label))

@@ -9,9 +9,12 @@ image of any size into the checkpoint's canvas (``medseg.data.preprocess``),
 predicts (optionally also on the mirror image), brings the logits back to
 the image's own height and width (bilinear), and turns them into labels with
 the checkpoint's ``Postprocess``, so scores are computed on the original
-label maps, not on resized ones.
+label maps, not on resized ones. ``checkpoint_labels`` is that with everything
+a loaded checkpoint records: predict and the MLflow model (``medseg.tracking.pyfunc``) call it.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +25,9 @@ from medseg.data.preprocess import Fit, as_hwc, to_tensor
 
 from .postprocess import PLAIN, Postprocess
 from .runtime import autocast
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 
 def _forward(model: nn.Module, x: torch.Tensor, window: tuple[int, int] | None) -> torch.Tensor:
@@ -63,3 +69,8 @@ def predict_native(model: nn.Module, image: np.ndarray, size: tuple[int, int], d
     x = to_tensor(as_hwc(fit.image(image))[None]).to(device)
     logits = fit.unfit(canvas_logits(model, x, window, post.flip_tta))
     return post.labels(logits[0].cpu())
+
+
+def checkpoint_labels(ckpt: Checkpoint, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Label map (H, W) uint8 for one (H, W[, C]) uint8 image: the checkpoint's canvas, window and post-processing."""
+    return predict_native(ckpt.model, image, ckpt.size, device, ckpt.window, ckpt.postprocess)

@@ -14,7 +14,13 @@ saw (``data_hash``) and a hash of the params sections that shaped them
 - the numbers of ``train.json``, and of ``eval.json`` prefixed ``test.``;
 - artifacts: every checkpoint under ``model/``, the progress pictures under
   ``progress/``, and ``eval.json``, ``per_image.csv``, ``overlays.png``
-  under ``evaluation/``.
+  under ``evaluation/``;
+- every checkpoint also as an MLflow model named for it (``model``,
+  ``model_fold0``, ...: ``medseg.tracking.pyfunc``), the first round's
+  registered as a version of ``medseg-<dataset>`` (``medseg.tracking.registry``);
+- the training data as a run input (``medseg.tracking.inputs``: digest = data hash);
+- the tag ``test_split.digest`` (``split_digest``): which images were tested,
+  so promotion never compares scores of different test sets.
 
 Train logs the first three as they happen (``start_training_run``,
 ``log_epoch``, ``log_training_summary``), evaluate adds the test part
@@ -36,9 +42,11 @@ import pandas as pd
 from medseg.config import Params
 from medseg.data import results
 from medseg.data.plans import Plan, read_plan
-from medseg.data.rounds import Round
+from medseg.data.rounds import Round, rounds
+from medseg.data.split import read_split
 from medseg.io import paths
 
+from .registry import CHECKPOINT_TAG, KEY_TAGS, register
 from .run import Tracker
 from .store import find_repo_root
 from .sync import run_key, sync_run
@@ -48,6 +56,9 @@ if TYPE_CHECKING:
     import torch
 
 CHECKPOINTS, PROGRESS, EVALUATION = "model", "progress", "evaluation"  # artifact folders of a run
+SPLIT_TAG = "test_split.digest"
+# The checkpoint that becomes the registered version: the fixed split's model, or the first round's.
+REGISTERED = (Round().checkpoint, Round(0).checkpoint)
 
 
 # --------------------------------------------------------------------------- the key
@@ -68,6 +79,16 @@ def params_hash(dataset: str, params: Params, plan: Plan) -> str:
     return hashlib.sha256(shaping.encode()).hexdigest()[:16]
 
 
+def split_digest(split: pd.DataFrame) -> str:
+    """Hash of which originals each round tests (``Round.select``): equal digests, the same test images."""
+    folds = split["fold"].astype(int)
+    digest = hashlib.sha256()
+    for round_ in rounds(int(folds.max()) + 1 if (folds >= 0).any() else 0):
+        for image in sorted(round_.select(split)["test"]["id"]):
+            digest.update(f"{round_.key}:{image}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _shaping_sections(dataset: str, params: Params, plan: Plan) -> dict[str, Any]:
     sections = {"dataset": params.dataset(dataset), "augment": plan.augment, "split": plan.split, "train": plan.train}
     return {name: section.model_dump(mode="json") for name, section in sections.items()}
@@ -85,8 +106,20 @@ def run_params(dataset: str, params: Params, plan: Plan, n_train: int, n_valid: 
 
 def start_training_run(params: Params, dataset: str, key: Mapping[str, str], device: torch.device,
                        processes: int) -> Tracker:
-    return Tracker.start(params.mlflow, run_name=dataset, repo_root=find_repo_root(),
-                         tags={**key, "device": str(device), "processes": processes})
+    tracker = Tracker.start(params.mlflow, run_name=dataset, repo_root=find_repo_root(),
+                            tags={**key, "device": str(device), "processes": processes})
+    log_dataset(tracker, dataset, key["data_hash"])
+    return tracker
+
+
+def log_dataset(tracker: Tracker, dataset: str, data_hash: str) -> None:
+    """The training data as the run's input (name, data hash as digest, DVC path as source)."""
+    def log(client, run_id: str) -> None:
+        from .inputs import training_input
+
+        client.log_inputs(run_id, datasets=[training_input(dataset, data_hash)])
+
+    tracker.call("log dataset", log)
 
 
 def log_epoch(tracker: Tracker, round_: Round, epoch: int, metrics: Mapping[str, float]) -> None:
@@ -102,13 +135,28 @@ def log_training_summary(tracker: Tracker, summary: Mapping[str, Any], progress:
 
 
 def log_checkpoint(tracker: Tracker, path: Path) -> None:
+    """The checkpoint as an artifact and as an MLflow model; the first round's also as a registered version."""
+    path = Path(path)
     tracker.log_artifact(path, CHECKPOINTS)
+
+    def log(client, run_id: str) -> None:
+        from .pyfunc import log_pyfunc
+
+        run = client.get_run(run_id)
+        tags = {name: value for name, value in run.data.tags.items() if name in KEY_TAGS}
+        tags[CHECKPOINT_TAG] = path.name
+        uri = log_pyfunc(tracker.uri, run.info.experiment_id, run_id, path, path.stem, tags)
+        if path.name in REGISTERED:
+            register(client, uri, run_id, tags)
+
+    tracker.call(f"log model {path.stem}", log)
 
 
 # --------------------------------------------------------------------------- evaluate
 def log_evaluation(tracker: Tracker, dataset: str, metrics: Mapping[str, Any]) -> None:
     """``eval.json``'s numbers as ``test.*`` and the evaluation files."""
     tracker.log_metrics(numeric_metrics(metrics, "test"))
+    tracker.set_tags({SPLIT_TAG: split_digest(read_split(paths.split_file(dataset)))})
     for path in results.evaluation_artifacts(dataset):
         tracker.log_artifact(path, EVALUATION)
 
@@ -138,6 +186,7 @@ def log_from_files(tracker: Tracker, dataset: str, params: Params) -> None:
     first = next(iter(results.round_summaries(summary).values()))
     tracker.log_params(run_params(dataset, params, read_plan(dataset, params), first["n_train"], first["n_valid"],
                                   first["n_unlabelled"]))
+    log_dataset(tracker, dataset, results.read_run_info(dataset)["data_hash"])
     log_history(tracker, results.history_path(dataset))
     for checkpoint in results.checkpoints(dataset):
         log_checkpoint(tracker, checkpoint)

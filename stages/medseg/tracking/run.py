@@ -189,6 +189,15 @@ class Tracker:
             return
         self._call(f"log {artifact_file}", self._client.log_dict, self._run_id, dict(data), artifact_file)
 
+    def call(self, action: str, fn: Callable[[MlflowClient, str], T]) -> T | None:
+        """``fn(client, run_id)`` on this run's store, failing as the logging calls do; ``None`` when off.
+
+        For what the methods here do not cover (a model, a run input).
+        """
+        if self._client is None:
+            return None
+        return self._call(action, fn, self._client, self._run_id)
+
     def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         try:
             return fn(*args, **kwargs)

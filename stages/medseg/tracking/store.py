@@ -4,8 +4,10 @@
 else ``sqlite:///<root>/mlflow.db`` (artifacts in ``<root>/mlruns/``), with
 ``<root>`` = ``$DVC_ROOT`` when DVC runs the stage, so experiments in
 temporary copies log into the user's repository. ``provenance_tags``: the
-git commit (``mlflow.source.git.commit``, which the MLflow UI shows), the
-dirty flag, the DVC stage and experiment, the host and pid holding the run.
+git commit and the script (``mlflow.source.git.commit``, ``mlflow.source.name``,
+which the MLflow UI shows), the dirty flag, the DVC stage and experiment, the host and pid holding the run.
+``ensure_experiment`` marks the experiment as model training
+(``mlflow.experimentKind``), so the UI opens it on the runs table.
 ``close_dead_runs``: RUNNING runs of this host whose process is gone end as
 FAILED. ``fail_fast``: the first request to a server has retries off and a
 short timeout, so a stage learns within seconds that the server is down.
@@ -19,6 +21,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +47,10 @@ _DVC_ENV = {"DVC_STAGE": "stage", "DVC_EXP_NAME": "exp_name", "DVC_EXP_BASELINE_
 _SQLITE = "sqlite:///"
 COMMIT_TAG = "mlflow.source.git.commit"  # the name the MLflow UI shows as the source commit
 HOST_TAG, PID_TAG = "medseg.host", "medseg.pid"  # the process that holds a run open
+SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"  # the script, as the UI shows it
+# MLflow 3's UI opens an experiment of this kind on its runs table, not on GenAI traces
+# (the tag and values are the UI's: mlflow/server/js, "mlflow.experimentKind").
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 _ARTIFACT_DIR = "mlruns"  # beside the sqlite file; already in .gitignore
 
 
@@ -106,9 +113,19 @@ def process_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
+def source_name(repo_root: Path) -> str:
+    """The script this process runs, relative to the repository (``stages/train.py``) when inside it."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("<interactive>")
+    try:
+        return script.resolve().relative_to(Path(repo_root).resolve()).as_posix()
+    except (OSError, ValueError):  # a script outside the repository (pytest, python -c) keeps its own path
+        return script.as_posix()
+
+
 def provenance_tags(repo_root: Path) -> dict[str, str]:
     git = git_state(repo_root)
-    tags = {COMMIT_TAG: git["commit"], "git.dirty": git["dirty"], **process_tags()}
+    tags = {COMMIT_TAG: git["commit"], "git.dirty": git["dirty"], **process_tags(),
+            SOURCE_NAME_TAG: source_name(repo_root), SOURCE_TYPE_TAG: "LOCAL"}
     tags.update({f"dvc.{key}": value for key, value in dvc_context().items()})
     return tags
 
@@ -138,7 +155,8 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=_artifact_location(uri))
+            return client.create_experiment(name, artifact_location=_artifact_location(uri),
+                                            tags={KIND_TAG: TRAINING_KIND})
         except Exception:
             # Another stage (a parallel queue worker) may have created it meanwhile.
             experiment = client.get_experiment_by_name(name)
@@ -149,6 +167,8 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
             f"experiment {name!r} is deleted; restore it (`mlflow experiments restore`) "
             "or set another mlflow.experiment"
         )
+    if KIND_TAG not in experiment.tags:  # one a user set in the UI stays
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
     return experiment.experiment_id
 
 
