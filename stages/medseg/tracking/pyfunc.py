@@ -9,9 +9,10 @@ nor ``params.yaml``. ``predict`` takes a batch of same-sized uint8 images,
 class indices at the images' own size: per image exactly what
 ``stages/predict.py`` writes to ``labels/`` (both call
 ``medseg.model.inference.checkpoint_labels``). Images of different sizes go
-in separate calls. ``log_pyfunc`` logs such a model into a run, with its
-signature, an input example and pinned requirements. Imports MLflow: import
-this module only where a run is open.
+in separate calls. ``log_pyfunc`` logs such a model into a run (named
+``segmenter``, ``segmenter_fold<r>``: ``model_name``) with its signature, an
+input example and pinned requirements, inside ``store_of`` the run's store.
+Imports MLflow: import this module only where a run is open.
 """
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ from mlflow.types import Schema, TensorSpec
 import medseg
 
 CHECKPOINT = "checkpoint"  # the artifact's key in the model
+MODEL_NAME = "segmenter"
 
 # What medseg.model and medseg.data.preprocess need; pinned at the versions that trained the model.
 _REQUIREMENTS = ("torch", "numpy", "monai", "opencv-python-headless", "pydantic", "pyyaml", "pillow", "pandas")
 _EXAMPLE_SIZE = (8, 8)
 _EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_ID"
+_GLOBAL_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", _EXPERIMENT_ENV)
 
 
 class SegmentationModel(mlflow.pyfunc.PythonModel):
@@ -90,34 +93,55 @@ def requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in _REQUIREMENTS]
 
 
-def log_pyfunc(uri: str, experiment_id: str, run_id: str, checkpoint: Path, name: str, tags: dict[str, str]) -> str:
-    """Log ``checkpoint`` as the MLflow model ``name`` of run ``run_id`` (of ``experiment_id``) at ``uri``.
+def model_name(checkpoint: Path) -> str:
+    """``model.pt`` -> ``segmenter``, ``model_fold0.pt`` -> ``segmenter_fold0``.
 
-    Returns the model's URI (``models:/<model id>``).
+    Not ``model``: MLflow lists a run's logged model of that name inside the
+    run's ``model/`` artifact folder, where the checkpoints are.
+    """
+    return MODEL_NAME + Path(checkpoint).stem.removeprefix("model")
+
+
+def log_pyfunc(run_id: str, checkpoint: Path, tags: dict[str, str]) -> str:
+    """Log ``checkpoint`` as the MLflow model ``model_name(checkpoint)`` of run ``run_id``; its ``models:/`` URI.
+
+    Inside ``store_of`` the run's store and experiment.
     """
     from medseg.model.checkpoint import load_checkpoint
 
     channels = load_checkpoint(checkpoint).channels
-    with _store_of(uri, experiment_id):
-        info = Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id,
-                         python_model=SegmentationModel(), artifacts={CHECKPOINT: str(checkpoint)},
-                         code_paths=[str(Path(medseg.__file__).parent)], signature=signature(channels),
-                         input_example=input_example(channels), pip_requirements=requirements(), tags=tags)
+    info = Model.log(artifact_path=None, name=model_name(checkpoint), flavor=mlflow.pyfunc, run_id=run_id,
+                     python_model=SegmentationModel(), artifacts={CHECKPOINT: str(checkpoint)},
+                     code_paths=[str(Path(medseg.__file__).parent)], signature=signature(channels),
+                     input_example=input_example(channels), pip_requirements=requirements(), tags=tags)
     return info.model_uri
 
 
 @contextlib.contextmanager
-def _store_of(uri: str, experiment_id: str) -> Iterator[None]:
-    # Model.log creates the model in MLflow's global store and active
-    # experiment (else the Default one), not in its run's: point both at the run's.
-    previous_uri, previous_id = mlflow.get_tracking_uri(), os.environ.get(_EXPERIMENT_ENV)
+def store_of(uri: str, experiment_id: str) -> Iterator[None]:
+    """MLflow's global store (tracking and registry) and experiment set to a run's while the block runs.
+
+    Model.log creates the model in the global store and active experiment
+    (else the Default one), not in its run's, and registering a ``models:/``
+    source looks the model up in the global store too. Afterwards everything
+    is as before, including the variables ``set_tracking_uri`` also sets:
+    ``medseg.tracking.store`` reads ``$MLFLOW_TRACKING_URI``.
+    """
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    saved_env = {name: os.environ.get(name) for name in _GLOBAL_ENV}
+    saved = tracking._tracking_uri, registry._registry_uri
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     os.environ[_EXPERIMENT_ENV] = experiment_id
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous_uri)
-        if previous_id is None:
-            os.environ.pop(_EXPERIMENT_ENV, None)
-        else:
-            os.environ[_EXPERIMENT_ENV] = previous_id
+        mlflow.set_tracking_uri(saved[0])
+        registry._registry_uri = saved[1]
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

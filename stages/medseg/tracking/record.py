@@ -15,8 +15,8 @@ saw (``data_hash``) and a hash of the params sections that shaped them
 - artifacts: every checkpoint under ``model/``, the progress pictures under
   ``progress/``, and ``eval.json``, ``per_image.csv``, ``overlays.png``
   under ``evaluation/``;
-- every checkpoint also as an MLflow model named for it (``model``,
-  ``model_fold0``, ...: ``medseg.tracking.pyfunc``), the first round's
+- every checkpoint also as an MLflow model named for it (``segmenter``,
+  ``segmenter_fold0``, ...: ``medseg.tracking.pyfunc``), the first round's
   registered as a version of ``medseg-<dataset>`` (``medseg.tracking.registry``);
 - the training data as a run input (``medseg.tracking.inputs``: digest = data hash);
 - the tag ``test_split.digest`` (``split_digest``): which images were tested,
@@ -140,14 +140,15 @@ def log_checkpoint(tracker: Tracker, path: Path) -> None:
     tracker.log_artifact(path, CHECKPOINTS)
 
     def log(client, run_id: str) -> None:
-        from .pyfunc import log_pyfunc
+        from .pyfunc import log_pyfunc, store_of
 
         run = client.get_run(run_id)
         tags = {name: value for name, value in run.data.tags.items() if name in KEY_TAGS}
         tags[CHECKPOINT_TAG] = path.name
-        uri = log_pyfunc(tracker.uri, run.info.experiment_id, run_id, path, path.stem, tags)
-        if path.name in REGISTERED:
-            register(client, uri, run_id, tags)
+        with store_of(tracker.uri, run.info.experiment_id):
+            uri = log_pyfunc(run_id, path, tags)
+            if path.name in REGISTERED:
+                register(client, uri, run_id, tags)
 
     tracker.call(f"log model {path.stem}", log)
 
