@@ -5,12 +5,12 @@ Builds the network ``--checkpoint`` describes, or by default the U-Net of
 synthetic dataset (``--base-filters``, ``--depth``, ``--stem-stride``) at a
 ``--size`` canvas, exports it (``medseg.export.graph``), checks the logits
 agree (max abs difference), and times each runtime on the same batches with
-the same thread count (``--threads``, default 2: this project's CPU
-machines). Writes ``benchmarks/results/export_speed.md``: images/s (median
+the same thread counts (``--threads``, default 1 and 2: this project's
+CPU machines have 2 cores). Writes ``benchmarks/results/export_speed.md``: images/s (median
 of ``--repeats`` timed runs after a warm-up) per runtime and batch size,
 with the CPU (``lscpu``).
 
-    nice -n 19 python benchmarks/export_speed.py [--threads 2] [--size 256 256] [--checkpoint models/x/model.pt]
+    nice -n 19 python benchmarks/export_speed.py [--threads 1 2] [--size 256 256] [--checkpoint models/x/model.pt]
 """
 from __future__ import annotations
 
@@ -99,14 +99,19 @@ def main() -> None:
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--stem-stride", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="one table per thread count")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     ckpt = (load_checkpoint(args.checkpoint) if args.checkpoint else
             default_checkpoint(tuple(args.size), args.base_filters, args.depth, args.stem_stride))
-    rows, errors = measure(ckpt, args.threads, args.batches, args.repeats)
+    load = os.getloadavg()[0]
+    tables = []
+    for threads in args.threads:
+        rows, errors = measure(ckpt, threads, args.batches, args.repeats)
+        tables += [f"**{threads} thread{'s' if threads > 1 else ''}** (torch intra-op threads; ONNX Runtime "
+                   "intra-op threads):", "", *table(rows, errors), ""]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     model = (str(args.checkpoint) if args.checkpoint else
@@ -114,11 +119,12 @@ def main() -> None:
              f"{args.stem_stride}, 1 channel in, 3 classes, random weights")
     text = "\n".join([
         "# Export speed: ONNX Runtime and TorchScript against PyTorch", "",
-        f"{model}; canvas {ckpt.size[0]}x{ckpt.size[1]}, float32, {args.threads} threads for every runtime, "
+        f"{model}; canvas {ckpt.size[0]}x{ckpt.size[1]}, float32, the same thread count for every runtime, "
         f"median of {args.repeats} timed runs after one warm-up. {datetime.now():%Y-%m-%d}, commit {commit}, "
         f"{platform.machine()} ({cpu_model()}, `lscpu`), {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"onnxruntime {__import__('onnxruntime').__version__}, run with `nice -n 19` beside other work.", "",
-        *table(rows, errors), "",
+        f"onnxruntime {__import__('onnxruntime').__version__}; 1-minute load average {load:.2f} when it started "
+        f"(other work on the cores slows a runtime that waits on its threads' barriers most).", "",
+        *tables,
         "Command: `nice -n 19 python benchmarks/export_speed.py` (see its docstring for the options).", ""])
     args.out.write_text(text)
     print(text)
