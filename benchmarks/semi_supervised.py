@@ -122,7 +122,7 @@ def measure(clone: Path, dataset: str, arm: str, fraction: float, seed: int, bas
     scored = per_image[per_image["class"] == score_class(dataset)]
     history = pd.read_csv(out / "train_history.csv")
     train = json.loads((out / "train.json").read_text())
-    rounds = [v for k, v in train.items() if k.startswith("fold")] or [train]
+    rounds = [v for k, v in train.items() if k.startswith("fold") and isinstance(v, dict)] or [train]  # not "folds"
     return {"dataset": dataset, "arm": arm, "fraction": run["split.labelled_fraction"], "seed": seed if arm != "full"
             else None, "commit": commit, "date": f"{datetime.now():%Y-%m-%d}", "overrides": base, "run": run,
             "seconds": seconds, "stages": stages, "train": train,
