@@ -108,11 +108,15 @@ def init_repo(clone: Path) -> None:
 
 
 def run_repro(clone: Path) -> tuple[float, dict[str, float], str]:
-    env = repro_env()
     init_repo(clone)
+    return timed_repro(clone)
+
+
+def timed_repro(clone: Path) -> tuple[float, dict[str, float], str]:
+    """``dvc repro`` in ``clone`` (exits naming it when it fails); wall seconds in all and per stage, and its output."""
     start = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=repro_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     stages, current, since, log = {}, None, start, []
     for line in proc.stdout:
         log.append(line)

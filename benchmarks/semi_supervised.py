@@ -42,7 +42,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -89,23 +88,8 @@ def repro(clone: Path) -> tuple[float, dict[str, float]]:
     for args in (["git", "add", "-A"], ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit",
                                         "-qm", "run", "--allow-empty"]):
         subprocess.run(args, cwd=clone, check=True, capture_output=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=real_data.repro_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    stages, current, since, log = {}, None, start, []
-    for line in proc.stdout:
-        log.append(line)
-        match = real_data.STAGE_LINE.search(line)
-        if match:
-            now = time.perf_counter()
-            if current:
-                stages[current] = now - since
-            current, since = match.group(1).split("@")[0], now
-    if proc.wait() != 0:
-        sys.exit(f"dvc repro failed in {clone}:\n{''.join(log[-60:])}")
-    if current:
-        stages[current] = time.perf_counter() - since
-    return time.perf_counter() - start, stages
+    seconds, stages, _ = real_data.timed_repro(clone)
+    return seconds, stages
 
 
 def score_class(dataset: str) -> str:
