@@ -30,10 +30,11 @@ import torch
 
 from medseg.config import ModelConfig, TrainConfig, load_params
 from medseg.model.factory import build_model
-from medseg.model.runtime import bf16_supported, memory_format, seed_everything
+from medseg.model.runtime import memory_format, seed_everything
 from medseg.plan.rules import step_gflops
 from medseg.train.datasets import ArraySet, Batches
 from medseg.train.loop import build_optimizer, loss_for, train_epoch
+from medseg.train.precision import resolved
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import cpu_model  # noqa: E402
@@ -63,13 +64,14 @@ def time_steps(case: tuple, steps: int, cfg: TrainConfig) -> float:
                     rng.integers(0, classes, (8, *size), dtype=np.uint8), [str(i) for i in range(8)])
     model = build_model(ModelConfig.model_validate(model_cfg), channels, classes)
     device = torch.device("cpu")
-    layout = memory_format(cfg.channels_last)
-    model.to(device, memory_format=layout)
     train = cfg.model_copy(update={"model": ModelConfig.model_validate(model_cfg), "batch_size": batch,
                                    "patch_size": list(patch), "class_weights": None})
+    train = resolved(train, model, (batch, channels, *patch), classes, device)
+    layout = memory_format(train.channels_last)
+    model.to(device, memory_format=layout)
     loss_fn = loss_for(train, [f"c{i}" for i in range(classes)])
     optimizer = build_optimizer(model, train)
-    bf16 = train.bf16 and bf16_supported(device)
+    bf16 = train.bf16
     times = []
     for step in range(steps + 2):
         batches = Batches(data, batch, device, layout, step, steps=1, patch=patch, foreground=0.33,

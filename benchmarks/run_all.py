@@ -62,6 +62,7 @@ from medseg.model.losses import build_loss
 from medseg.model.runtime import bf16_supported, memory_format, seed_everything
 from medseg.train.datasets import ArraySet, Batches, load_augmented, load_training_data
 from medseg.train.loop import EpochStats, build_optimizer, fit, loss_for, pooled_dice, train_epoch
+from medseg.train.precision import resolved
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -422,9 +423,12 @@ def data_wait(cfg: TrainConfig, model_cfg: ModelConfig, epochs: int) -> dict:
     converted, augmented = default_data()
     train, _ = load_training_data(converted, augmented, paths.split_file(DATASET))
     seed_everything(cfg.seed, cfg.threads)
-    device, bf16 = torch.device("cpu"), cfg.bf16 and bf16_ok()
-    fmt = memory_format(cfg.channels_last)
-    model = build_model(model_cfg, converted.channels, len(converted.classes)).to(memory_format=fmt)
+    device = torch.device("cpu")
+    model = build_model(model_cfg, converted.channels, len(converted.classes))
+    height, width = cfg.patch_size or train.images.shape[1:3]
+    cfg = resolved(cfg, model, (cfg.batch_size, converted.channels, height, width), len(converted.classes), device)
+    bf16, fmt = cfg.bf16, memory_format(cfg.channels_last)
+    model = model.to(memory_format=fmt)
     loss_fn = loss_for(cfg, converted.classes)
     optimizer = build_optimizer(model, cfg)
     for epoch in range(1, epochs + 1):
@@ -483,10 +487,11 @@ def worker(args: argparse.Namespace) -> None:
         return
     data = random_set(args.n, args.height, args.width)
     arrays = max_rss_mib()
-    fmt = memory_format(cfg.channels_last)
-    bf16 = cfg.bf16 and bf16_ok()
     torch.manual_seed(0)
-    model = build_model(model_cfg, 1, CLASSES).to(memory_format=fmt).train()
+    model = build_model(model_cfg, 1, CLASSES)
+    cfg = resolved(cfg, model, (BATCH, 1, args.height, args.width), CLASSES, torch.device("cpu"))
+    bf16, fmt = cfg.bf16, memory_format(cfg.channels_last)
+    model = model.to(memory_format=fmt).train()
     loss_fn, opt = plain_loss(CLASSES), torch.optim.AdamW(model.parameters(), 1e-3)
     batches = iter(Batches(data, BATCH, torch.device("cpu"), fmt, 0))
     times = []

@@ -102,6 +102,16 @@ class _Server(ThreadingHTTPServer):
     state: FileServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory) -> Iterator[Path]:
+    """Train's measured precision choice (``medseg.train.precision``) is cached for this session, not in ~/.cache:
+    each test session measures afresh, and every pipeline a test runs in it reads the same cache."""
+    path = tmp_path_factory.getbasetemp() / "runtime-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDSEG_CACHE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # a proxy from the environment must not intercept

@@ -143,8 +143,9 @@ class TrainConfig(Strict):
     processes: int = Field(1, ge=1, description="data-parallel training processes on this machine (DDP via "
                                                 "torchrun); 1 = a single process")
     dist_backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on CUDA, gloo on CPU")
-    bf16: bool = Field(True, description="bf16 autocast where the CPU or GPU supports it, else fp32")
-    channels_last: bool = True
+    bf16: bool | Auto = Field(AUTO, description="auto: fp32 or bf16 autocast, whichever trains faster on this "
+                                                 "machine (timed once, cached); true: bf16 where supported")
+    channels_last: bool | Auto = Field(AUTO, description="auto: the faster memory layout on this machine")
     preview_images: int = Field(4, ge=0, le=16, description="validation images in each epoch's progress picture")
     semi_supervised: SemiSupervised = SemiSupervised()
 

@@ -16,7 +16,9 @@ raises ``NonFiniteLoss`` naming epoch and batch.
 Determinism on CPU: ``seed_everything`` (``medseg.model.runtime``) fixes the
 seeds and the thread count, batches, crops and online transforms come from
 seeded ``torch.Generator``s, and nothing else draws random numbers, so two
-runs on one machine give identical weights.
+runs on one machine give identical weights. Precision and memory layout are
+params, or (``auto``) the fastest on this machine, measured once and cached
+(``medseg.train.precision``); determinism holds for a given choice.
 
 Several processes (``medseg.train.distributed``): pass ``world``; each process
 trains on its shard of every global batch through DDP, validates the whole
@@ -47,10 +49,11 @@ from medseg.io.errors import StageError
 from medseg.model.inference import predict_logits
 from medseg.model.losses import build_loss
 from medseg.model.postprocess import Postprocess
-from medseg.model.runtime import autocast, bf16_supported, memory_format
+from medseg.model.runtime import autocast
 
 from .datasets import ArraySet, Batches
 from .distributed import World, all_true, from_main, total, wrap
+from .precision import choose_runtime
 from .semi import Consistency, build_consistency
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ class FitResult:
     stopped_early: bool = False
     postprocess: Postprocess = field(default_factory=Postprocess)
     postprocess_dice: dict[str, float] = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)
 
 
 def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -249,6 +253,12 @@ def semi_supervision(cfg: TrainConfig, unlabelled: ArraySet | None, model: nn.Mo
     return build_consistency(cfg, unlabelled, model, device, layout, world)
 
 
+def batch_shape(train: ArraySet, cfg: TrainConfig, world: World) -> tuple[int, int, int, int]:
+    """One process's training batch (N, C, H, W): its share of the global batch, at the patch or canvas size."""
+    height, width = cfg.patch_size or train.images.shape[1:3]
+    return max(1, cfg.batch_size // world.size), train.images.shape[3], height, width
+
+
 def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, classes: list[str],
         device: torch.device, on_epoch: Callable[[EpochStats, torch.Tensor], None] | None = None,
         world: World = World(), groups: dict[str, list[int]] | None = None,
@@ -262,10 +272,8 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
     is called in process 0 only.
     """
     groups = groups or {}
-    bf16 = cfg.bf16 and bf16_supported(device)
-    if cfg.bf16 and not bf16:
-        log.warning("train.bf16 is set but %s does not support bf16; training in fp32", device)
-    layout = memory_format(cfg.channels_last)
+    choice = choose_runtime(model, cfg, batch_shape(train, cfg, world), len(classes), device, world)
+    bf16, layout = choice.bf16, choice.layout
     model.to(device, memory_format=layout)
     semi = semi_supervision(cfg, unlabelled, model, device, layout, world)  # a mean teacher copies model first
     net = wrap(model, world, device)
@@ -275,7 +283,7 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
     batches = Batches(train, cfg.batch_size, device, layout, cfg.seed, world, steps=cfg.steps_per_epoch,
                       patch=cfg.patch_size, foreground=cfg.foreground_fraction, online=cfg.online)
     scheduler = build_scheduler(optimizer, cfg)
-    result = FitResult(best_state={}, best_epoch=0, best_dice=-1.0)
+    result = FitResult(best_state={}, best_epoch=0, best_dice=-1.0, runtime=choice.to_dict())
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]

@@ -92,7 +92,9 @@ def train_round(round_: Round, data: RoundData, cfg: TrainConfig, classes: list[
                "postprocess": result.postprocess.to_dict(),
                "epochs_run": len(result.history), "stopped_early": result.stopped_early,
                "train_seconds": round(time.perf_counter() - start, 2), "n_train": len(train), "n_valid": len(valid),
-               "n_unlabelled": len(data.unlabelled)}
+               "n_unlabelled": len(data.unlabelled), "runtime": result.runtime}
+    tracker.set_tags({f"runtime.{name}": result.runtime[name]
+                      for name in ("precision", "channels_last", "chosen_by", "machine")})
     history = [{"fold": round_.fold, "epoch": st.epoch, **st.as_metrics()} for st in result.history]
     return result, summary, history
 
