@@ -153,6 +153,37 @@ def test_a_star_may_only_end_the_mask_name(name):
         cfg({"mask_name": name}, {"source": "mask"})
 
 
+# --------------------------------------------------------------------------- images and masks in one folder
+def test_a_shared_folder_tells_masks_from_images_by_the_mask_name(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    for stem in ("case_1", "case_2"):
+        save(raw / "scans" / f"{stem}.png", ramp(24, 32, 1))
+        save(raw / "scans" / f"{stem}_mask.png", square())
+    save(raw / "scans" / "case_3_mask.png", square())   # a mask whose image is missing
+    layout = {"images": "scans", "masks": "scans", "mask_name": "{stem}_mask"}
+    report = convert_dataset(raw, out, cfg(layout, {"source": "fixed", "value": "scan"}), workers=1)
+    assert manifest(out)["id"].tolist() == ["case_1", "case_2"]
+    assert manifest(out)["source_mask"].tolist() == ["scans/case_1_mask.png", "scans/case_2_mask.png"]
+    # Only the orphan is a mask without an image (before: every image was one, and case_3_mask an image).
+    assert report["notes"] == ["1 mask file(s) without an image, e.g. ['case_3_mask']"]
+    assert report["skipped"] == []
+
+
+def test_a_shared_folder_with_the_image_s_own_name_tells_masks_by_extension(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    for stem in ("a", "b"):
+        save(raw / "data" / f"{stem}.jpg", ramp(24, 32, 1))
+        save(raw / "data" / f"{stem}.png", square())
+    layout = {"images": "data", "masks": "data", "mask_name": "{stem}", "image_exts": [".jpg"],
+              "mask_exts": [".png"]}
+    report = convert_dataset(raw, out, cfg(layout, {"source": "fixed", "value": "scan"}), workers=1)
+    assert manifest(out)["source_mask"].tolist() == ["data/a.png", "data/b.png"] and report["notes"] == []
+    with pytest.raises(DataError, match=r"image_exts and mask_exts both hold \['.png'\]") as err:
+        convert_dataset(raw, tmp_path / "out2", cfg({**layout, "image_exts": [".jpg", ".png"]},
+                                                    {"source": "fixed", "value": "scan"}), workers=1)
+    assert str(err.value).startswith(str(raw / "data")) and not (tmp_path / "out2").exists()
+
+
 # --------------------------------------------------------------------------- image class from the name or a CSV
 def flat(raw: Path, *stems: str) -> None:
     for stem in stems:
@@ -246,6 +277,7 @@ def test_busi_sample_laid_out_as_published(tmp_path):
     report = convert_dataset(raw, tmp_path / "out", busi, workers=2)
     m = manifest(tmp_path / "out")
     assert report["count"] == 42 and report["masks_per_image"] == {"1": 42} and report["skipped"] == []
+    assert report["notes"] == []   # no image taken for a mask without one
     assert report["image_classes"] == {"malignant": 42}
     assert all(i.startswith("malignant_") and not i.startswith("malignant_malignant") for i in m["id"])
     assert all(mask == f"{img[:-4]}_mask.jpg" for img, mask in zip(m["source_image"], m["source_mask"], strict=True))

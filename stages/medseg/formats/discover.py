@@ -8,7 +8,9 @@ or inside each of its class folders (``layout.class_folders``; ids then
 start with the class), or inside each folder of a published split
 (``layout.split_folders``; ids stay the stems, and each sample records its
 ``published_split``). Groups come from ``group_regex`` on the image stem
-(else each image is its own group); ids must be unique. The result is a
+(else each image is its own group); ids must be unique. Where images and
+masks share one folder, a file is a mask when its stem fits ``mask_name``
+(or, with the plain ``{stem}``, by its extension). The result is a
 list of ``Sample`` plus a list of problems; whether a problem stops the
 stage is decided by the caller.
 """
@@ -106,6 +108,32 @@ def _mask_index(stems: list[str], several: bool) -> dict[str, list[str]]:
     return {base: [stem for _, stem in sorted(found)] for base, found in index.items()}
 
 
+def _mask_stem_pattern(mask_name: str) -> re.Pattern[str]:
+    """The stems ``mask_name`` gives a mask of any image (with a final '*', also followed by ``_N``)."""
+    base = ".+".join(re.escape(part) for part in mask_name.rstrip("*").split("{stem}"))
+    return re.compile(base + (r"(?:_\d+)?" if mask_name.endswith("*") else ""))
+
+
+def _side_by_side(folder: Path, layout: FolderLayout, images: dict[str, list[Path]],
+                  masks: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Images and masks of one folder told apart: a mask by its name (``mask_name``), else by its extension.
+
+    A mask is then neither an image of its own nor, when its image is missing,
+    an image whose mask is missing; and an image is not a mask without an image.
+    """
+    if layout.mask_name.rstrip("*") != "{stem}":
+        is_mask = _mask_stem_pattern(layout.mask_name).fullmatch
+        return ({s: p for s, p in images.items() if not is_mask(s)},
+                {s: p for s, p in masks.items() if is_mask(s)})
+    common = sorted({e.lower() for e in layout.image_exts} & {e.lower() for e in layout.mask_exts})
+    if common:
+        raise DataError(display_path(folder), "images and masks share this folder and a mask has its image's name "
+                                              f"(mask_name {layout.mask_name!r}), but image_exts and mask_exts "
+                                              f"both hold {common}: set a mask_name such as '{{stem}}_mask', or "
+                                              "extensions that tell masks from images")
+    return images, masks
+
+
 def _discover_pairs(root: Path, layout: FolderLayout, folder: str = "") -> Discovery:
     """Image/mask pairs under ``root`` (the dataset root, or one class folder of it)."""
     image_dir, mask_dir = root / layout.images, root / layout.masks
@@ -114,16 +142,14 @@ def _discover_pairs(root: Path, layout: FolderLayout, folder: str = "") -> Disco
             raise DataError(display_path(d), "folder not found (see the dataset's 'layout' in params.yaml)")
     images = _by_stem(image_dir, layout.image_exts)
     masks = _by_stem(mask_dir, layout.mask_exts)
+    if image_dir.resolve() == mask_dir.resolve():
+        images, masks = _side_by_side(image_dir, layout, images, masks)
     several = layout.mask_name.endswith("*")
     index = _mask_index(list(masks), several)
 
     def mask_stems(stem: str) -> list[str]:
         return index.get(layout.mask_name.rstrip("*").format(stem=stem), [])
 
-    if image_dir.resolve() == mask_dir.resolve():
-        # Images and masks side by side: a mask is not an image of its own.
-        claimed = {m for s in images for m in mask_stems(s)}
-        images = {s: p for s, p in images.items() if s not in claimed}
     pairs, problems = [], []
     for stem, files in sorted(images.items()):
         if len(files) > 1:
