@@ -315,7 +315,7 @@ def run_round(peer: Peer, r: int, budget: float) -> tuple[list[dict], dict]:
         _, target = converted.read(sid)
         pred = read_png(outputs / f"{peer.cases[sid]}.png")
         scored = score_image(sid, converted.row(sid)["image_class"], pred, target, converted.classes,
-                             converted.image_classes, groups)
+                             converted.image_classes, groups, group=peer.split.set_index("id").loc[sid, "group"])
         rows += [{**row, "fold": r} for row in scored.rows]
     dice = pd.DataFrame(rows).groupby("class")["dice"].mean().round(3).to_dict()
     say(f"{where}: predicted in {predict['seconds']:.0f} s; mean test Dice {dice}")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from medseg.evaluate.metrics import confusion_matrix, hd95, per_class_scores, summarise
+from medseg.evaluate.metrics import confusion_matrix, hd95, per_class_scores, summarise, summarise_mean_over_classes
 
 TARGET = np.array(
     [
@@ -136,3 +136,69 @@ def test_summarise_degenerate_inputs() -> None:
     single = summarise([0.7])
     assert single["n"] == 1 and math.isnan(single["std"])
     assert single["ci_low"] == single["ci_high"] == pytest.approx(0.7)
+
+
+# --------------------------------------------------------------------------- intervals over patient groups
+def _width(stats: dict) -> float:
+    return stats["ci_high"] - stats["ci_low"]
+
+
+def test_copies_within_a_group_widen_the_interval_to_that_of_the_distinct_images() -> None:
+    """Each image duplicated (a mirrored copy in its group): resampling images doubles the apparent sample and
+    narrows the interval by about sqrt(2); resampling groups gives exactly the interval of the distinct images."""
+    distinct = list(np.random.default_rng(3).uniform(0.5, 0.95, 30))
+    copies = [v for v in distinct for _ in range(2)]
+    groups = [f"patient_{i:02d}" for i in range(30) for _ in range(2)]
+    by_image = summarise(copies, n_boot=2000, seed=7)
+    by_group = summarise(copies, n_boot=2000, seed=7, groups=groups)
+    assert by_group["mean"] == by_image["mean"] == pytest.approx(np.mean(distinct))
+    assert _width(by_group) > 1.25 * _width(by_image)
+    alone = summarise(distinct, n_boot=2000, seed=7)
+    assert (by_group["ci_low"], by_group["ci_high"]) == pytest.approx((alone["ci_low"], alone["ci_high"]), abs=1e-12)
+    assert (by_group["n"], by_group["n_images"], by_group["n_groups"]) == (60, 60, 30)
+    assert (by_image["n_images"], by_image["n_groups"]) == (60, 60)
+
+
+def test_one_image_per_group_is_the_image_bootstrap() -> None:
+    values = list(np.linspace(0.3, 0.9, 12))
+    groups = [f"g{i:02d}" for i in range(12)]   # named in the values' order
+    assert summarise(values, seed=5, groups=groups) == summarise(values, seed=5)
+
+
+def test_groups_and_images_are_counted_over_scored_values_only() -> None:
+    stats = summarise([0.1, 0.2, float("nan"), 0.3, float("nan")], groups=["a", "a", "b", "c", "c"])
+    assert (stats["n"], stats["n_images"], stats["n_groups"]) == (3, 3, 2)   # b scores nothing
+    volumes = summarise([0.5, 0.7], groups=["v1", "v2"], unit="volumes")
+    assert volumes["n_volumes"] == 2 and volumes["n_groups"] == 2 and "n_images" not in volumes
+    empty = summarise([float("nan")], groups=["a"])
+    assert (empty["n_images"], empty["n_groups"]) == (0, 0) and math.isnan(empty["ci_low"])
+
+
+def test_the_group_interval_is_seeded_and_ignores_row_order() -> None:
+    rng = np.random.default_rng(0)
+    values, groups = rng.uniform(0, 1, 40), [f"p{k}" for k in rng.integers(0, 9, 40)]
+    first = summarise(values, seed=11, groups=groups)
+    assert summarise(values, seed=11, groups=groups) == first
+    assert summarise(values, seed=12, groups=groups)["ci_low"] != first["ci_low"]
+    order = rng.permutation(40)
+    shuffled = summarise(values[order], seed=11, groups=np.asarray(groups)[order])
+    assert (shuffled["ci_low"], shuffled["ci_high"]) == pytest.approx((first["ci_low"], first["ci_high"]), abs=1e-12)
+
+
+def test_groups_must_be_one_per_value() -> None:
+    with pytest.raises(ValueError, match="one group per value"):
+        summarise([0.1, 0.2], groups=["a"])
+
+
+def test_mean_over_classes_by_hand() -> None:
+    """Group a: one image, class 1 only (0.8). Group b: one image, 0.4 and 0.6. Resamples {a,a}: 0.8 (class 2
+    absent, left out), {b,b}: 0.5, {a,b}: (0.6 + 0.6) / 2 = 0.6; {a,a} and {b,b} each come a quarter of the
+    time, so the 95% interval spans them."""
+    scores = np.array([[0.8, np.nan], [0.4, 0.6], [np.nan, np.nan]])
+    stats = summarise_mean_over_classes(scores, n_boot=1000, seed=0, groups=["a", "b", "c"])
+    assert stats["mean"] == pytest.approx((0.6 + 0.6) / 2)
+    assert (stats["ci_low"], stats["ci_high"]) == pytest.approx((0.5, 0.8))
+    assert (stats["n_images"], stats["n_groups"]) == (2, 2)   # c scores no class
+    one = summarise_mean_over_classes(scores[:2], groups=["a", "a"])
+    assert one["ci_low"] == one["ci_high"] == pytest.approx(one["mean"]) == pytest.approx(0.6)   # one group
+    assert (one["n_images"], one["n_groups"]) == (2, 1)

@@ -32,17 +32,19 @@ def test_aggregate_by_hand_with_a_normal_image():
     rows = []
     # benign image: GT mass 4x2 = 8 px, predicted 2x2 = 4 px inside it -> dice 2*4/(4+8) = 2/3
     pred, target = _image(2, 4, 2)
-    rows += score_image("b1", "benign", pred, target, CLASSES, VOCAB).rows
+    rows += score_image("b1", "benign", pred, target, CLASSES, VOCAB, group="p1").rows
     # normal image: no mass in GT, a 1x2 benign mass predicted -> false positive, no Dice
     pred, target = _image(1, 0, 2)
-    rows += score_image("n1", "normal", pred, target, CLASSES, VOCAB).rows
+    rows += score_image("n1", "normal", pred, target, CLASSES, VOCAB, group="p1").rows
     # normal image predicted clean
     pred, target = _image(0, 0, 2)
-    rows += score_image("n2", "normal", pred, target, CLASSES, VOCAB).rows
+    rows += score_image("n2", "normal", pred, target, CLASSES, VOCAB, group="p2").rows
     per_image = pd.DataFrame(rows)
     m = aggregate(per_image, CLASSES, n_boot=200, seed=0)
-    assert m["n_test"] == 3
+    assert m["n_test"] == 3 and m["n_test_groups"] == 2
     assert m["dice"]["benign"]["mean"] == pytest.approx(2 / 3) and m["dice"]["benign"]["n"] == 1
+    assert (m["dice"]["benign"]["n_images"], m["dice"]["benign"]["n_groups"]) == (1, 1)
+    assert (m["dice"]["liver"]["n_images"], m["dice"]["liver"]["n_groups"]) == (3, 2)
     assert m["dice"]["malignant"]["mean"] is None and m["dice"]["malignant"]["n"] == 0   # NaN -> null
     assert m["false_positive"]["benign"] == {"images": 2, "rate": 0.5}
     assert m["false_positive"]["malignant"] == {"images": 3, "rate": 0.0}
@@ -50,8 +52,40 @@ def test_aggregate_by_hand_with_a_normal_image():
     liver_b1 = 2 * 42 / (46 + 42)
     assert m["dice"]["liver"]["mean"] == pytest.approx((liver_b1 + 48 / 49 + 1.0) / 3, rel=1e-6)
     assert m["mean_fg_dice"] == pytest.approx((m["dice"]["liver"]["mean"] + 2 / 3) / 2)
+    fg = m["mean_fg_dice_ci"]
+    assert fg["mean"] == m["mean_fg_dice"] and (fg["n_images"], fg["n_groups"]) == (3, 2)
+    assert fg["ci_low"] <= fg["mean"] <= fg["ci_high"]
     assert m["image_accuracy"] == pytest.approx(2 / 3)   # n1 predicted benign instead of normal
     assert m["empty_image_fp_rate"] is None   # every image has liver, so none is empty
+
+
+def _copies(n: int, share_group: bool) -> pd.DataFrame:
+    """``n`` patients, each scanned twice with the same result (a copy): a square lesion predicted shifted by
+    a patient-specific amount, scored as two images of one group or of two groups."""
+    rows = []
+    for k in range(n):
+        target = np.zeros((20, 20), np.uint8)
+        target[4:14, 4:14] = 1
+        pred = np.roll(target, k % 7, axis=1)
+        for copy in ("a", "b"):
+            group = f"p{k:02d}" if share_group else f"p{k:02d}{copy}"
+            rows += score_image(f"p{k:02d}{copy}", "lesion", pred, target, ["background", "lesion"], ["lesion"],
+                                group=group).rows
+    return pd.DataFrame(rows)
+
+
+def test_aggregate_resamples_patients_so_copies_do_not_narrow_the_interval():
+    classes = ["background", "lesion"]
+    grouped = aggregate(_copies(14, share_group=True), classes, n_boot=2000, seed=1)
+    alone = aggregate(_copies(14, share_group=False), classes, n_boot=2000, seed=1)
+    assert grouped["n_test"] == alone["n_test"] == 28
+    assert (grouped["n_test_groups"], alone["n_test_groups"]) == (14, 28)
+    for name, g, a in (("dice", grouped["dice"]["lesion"], alone["dice"]["lesion"]),
+                       ("fg", grouped["mean_fg_dice_ci"], alone["mean_fg_dice_ci"])):
+        assert g["mean"] == pytest.approx(a["mean"]), name
+        assert g["ci_high"] - g["ci_low"] > 1.25 * (a["ci_high"] - a["ci_low"]), name
+        assert (g["n_images"], g["n_groups"], a["n_groups"]) == (28, 14, 28), name
+    assert aggregate(_copies(14, share_group=True), classes, n_boot=2000, seed=1) == grouped   # seeded
 
 
 def test_pick_cases():

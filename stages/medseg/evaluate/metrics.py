@@ -5,6 +5,16 @@ rank works), integer values in ``0..num_classes-1`` with 0 = background.
 
 - ``per_class_scores``: Dice, IoU and HD95 of each foreground class in one image.
 - ``summarise``: mean, std and a bootstrap 95% CI of per-image scores, NaN ignored.
+- ``summarise_mean_over_classes``: the mean over classes of each class's mean
+  (the mean foreground Dice), with a bootstrap 95% CI.
+
+The bootstrap resamples whole patient groups, not images: several images of
+one group (slices of a scan, a mirrored copy, scans of one patient) are not
+independent, and resampling them one by one gives too narrow an interval.
+Each resample draws as many groups as there are, with replacement; its mean
+is the sum of the drawn groups' scores over their count. With one image per
+group this is the plain image bootstrap. Every interval comes with the
+number of images and of groups it rests on.
 - ``confusion_matrix``: pixel counts, rows = ground truth, columns = prediction.
 
 Conventions for a class ``c`` in one image (background is never scored):
@@ -123,32 +133,124 @@ def per_class_scores(
     return {c: _class_scores(pred == c, target == c, spacing) for c in range(1, num_classes)}
 
 
-def summarise(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> dict[str, float | int]:
-    """Mean, sample std and percentile-bootstrap 95% CI of the mean, ignoring NaN.
+def bootstrap_means(scores: np.ndarray, groups: Sequence, n_boot: int, seed: int) -> np.ndarray:
+    """Means of each column of ``scores`` over ``n_boot`` resamples of whole groups.
 
-    Returns ``{"mean", "std", "n", "ci_low", "ci_high"}``; ``n`` counts the
-    non-NaN values. With ``n == 0`` every statistic is NaN; with ``n == 1`` the
-    std is NaN and the CI collapses to the value. The same ``seed`` gives the
-    same CI.
+    Args:
+        scores: ``(images, columns)``; NaN marks an image a column does not score.
+        groups: the group of each image (row).
+        n_boot: resamples.
+        seed: the same seed gives the same resamples.
+
+    Returns:
+        ``(n_boot, columns)``; NaN where a resample holds no score of a column.
+        Only groups holding at least one score are drawn; groups are ordered by
+        name, so the result does not depend on the order of groups in the input.
     """
+    scores = np.asarray(scores, dtype=float)
+    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    scored = ~np.isnan(scores)
+    sums, counts = np.zeros((len(names), scores.shape[1])), np.zeros((len(names), scores.shape[1]))
+    np.add.at(sums, inverse.ravel(), np.where(scored, scores, 0.0))
+    np.add.at(counts, inverse.ravel(), scored)
+    held = counts.sum(axis=1) > 0
+    sums, counts = sums[held], counts[held]
+    draws = np.random.default_rng(seed).integers(0, len(sums), size=(n_boot, len(sums)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+
+
+def _interval(boot: np.ndarray) -> tuple[float, float]:
+    tail = (1 - CI_LEVEL) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _check_groups(n: int, groups: Sequence | None, n_boot: int) -> np.ndarray:
     if n_boot < 1:
         raise ValueError(f"n_boot: must be >= 1, got {n_boot}")
+    if groups is None:
+        return np.arange(n)
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups: expected one group per value ({n}), got shape {groups.shape}")
+    return groups
+
+
+def summarise(values: Sequence[float], n_boot: int = 1000, seed: int = 0, groups: Sequence | None = None,
+              unit: str = "images") -> dict[str, float | int]:
+    """Mean, sample std and percentile-bootstrap 95% CI of the mean, ignoring NaN.
+
+    Args:
+        values: one score per image (or per ``unit``), NaN where not scored.
+        n_boot: bootstrap resamples.
+        seed: the same seed gives the same CI.
+        groups: the patient group of each value; the bootstrap resamples whole
+            groups. None: each value is its own group.
+        unit: what a value belongs to, naming the count ``n_<unit>``.
+
+    Returns:
+        ``{"mean", "std", "n", "n_<unit>", "n_groups", "ci_low", "ci_high"}``;
+        ``n`` and ``n_<unit>`` count the non-NaN values, ``n_groups`` their
+        groups. With ``n == 0`` every statistic is NaN; with ``n == 1`` the std
+        is NaN and the CI collapses to the value.
+
+    Raises:
+        ValueError: ``n_boot < 1``, or ``groups`` not one per value.
+    """
     arr = np.asarray(values, dtype=float)
-    arr = arr[~np.isnan(arr)]
-    n = arr.size
+    groups = _check_groups(arr.size, groups, n_boot)
+    kept = ~np.isnan(arr)
+    arr, groups = arr[kept], groups[kept]
+    n, n_groups = int(arr.size), int(len(np.unique(groups)))
+    out: dict[str, float | int] = {"mean": float("nan"), "std": float("nan"), "n": n, f"n_{unit}": n,
+                                   "n_groups": n_groups, "ci_low": float("nan"), "ci_high": float("nan")}
     if n == 0:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0, "ci_low": float("nan"), "ci_high": float("nan")}
-    rng = np.random.default_rng(seed)
-    boot_means = arr[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    tail = (1 - CI_LEVEL) / 2 * 100
-    ci_low, ci_high = np.percentile(boot_means, [tail, 100 - tail])
-    return {
-        "mean": float(arr.mean()),
-        "std": float(arr.std(ddof=1)) if n > 1 else float("nan"),
-        "n": n,
-        "ci_low": float(ci_low),
-        "ci_high": float(ci_high),
-    }
+        return out
+    out["ci_low"], out["ci_high"] = _interval(bootstrap_means(arr[:, None], groups, n_boot, seed)[:, 0])
+    out["mean"] = float(arr.mean())
+    out["std"] = float(arr.std(ddof=1)) if n > 1 else float("nan")
+    return out
+
+
+def summarise_mean_over_classes(scores: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                                groups: Sequence | None = None, unit: str = "images") -> dict[str, float | int]:
+    """The mean over columns (classes) of each column's mean, NaN ignored, with a bootstrap 95% CI.
+
+    This is the mean foreground Dice: each class averaged over the images
+    that score it, then the classes averaged. Each resample recomputes every
+    class's mean from the drawn groups, then their mean, so the interval
+    covers the statistic as reported.
+
+    Args:
+        scores: ``(images, classes)``, NaN where an image does not score a class.
+        n_boot, seed, groups, unit: as for ``summarise``.
+
+    Returns:
+        ``{"mean", "n_<unit>", "n_groups", "ci_low", "ci_high"}``, counting the
+        images that score at least one class and their groups; NaN statistics
+        when none does.
+
+    Raises:
+        ValueError: ``n_boot < 1``, or ``groups`` not one per row.
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2:
+        raise ValueError(f"scores: expected (images, classes), got shape {scores.shape}")
+    groups = _check_groups(len(scores), groups, n_boot)
+    kept = ~np.isnan(scores).all(axis=1)
+    scores, groups = scores[kept], groups[kept]
+    out: dict[str, float | int] = {"mean": float("nan"), f"n_{unit}": int(len(scores)),
+                                   "n_groups": int(len(np.unique(groups))), "ci_low": float("nan"),
+                                   "ci_high": float("nan")}
+    if not len(scores):
+        return out
+    columns = [col[~np.isnan(col)] for col in scores.T]
+    out["mean"] = float(np.mean([col.mean() for col in columns if col.size]))
+    # A resample may lack a class (NaN): the mean is over the classes it holds, as for ``mean``. Every
+    # drawn group scores some class, so no resample lacks them all.
+    out["ci_low"], out["ci_high"] = _interval(np.nanmean(bootstrap_means(scores, groups, n_boot, seed), axis=1))
+    return out
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:

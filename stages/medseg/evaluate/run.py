@@ -3,7 +3,7 @@
 ``evaluate_dataset(dataset, params)`` loads each round's checkpoint
 (``medseg.data.rounds``), predicts every test image of that round at the
 image's own resolution (``medseg.model.inference.predict_native``), scores
-it (``medseg.evaluate.scoring``), pools the rows of all rounds into
+it (``medseg.evaluate.scoring``) with its patient group from the split, pools the rows of all rounds into
 ``eval.json`` (plus ``cv`` with cross-validation), with the dataset's plan
 (``medseg.data.plans``) for the folds and the scoring knobs; for a dataset sliced
 from CT volumes it also stacks the test slices back into volumes and adds
@@ -48,11 +48,12 @@ def evaluate_round(dataset: str, round_: Round, converted: ConvertedDataset, spl
     groups = combine.groups(ckpt.classes)
     vocabulary = converted.image_classes
     found = {}
-    for sid in sorted(round_.select(split)["test"]["id"]):
+    test = round_.select(split)["test"].set_index("id")["group"]
+    for sid in sorted(test.index):
         image, target = converted.read(sid)
         pred = predict_native(ckpt.model, image, ckpt.size, device, ckpt.window, ckpt.postprocess)
         found[sid] = score_image(sid, converted.row(sid)["image_class"], pred, target, ckpt.classes, vocabulary,
-                                 groups)
+                                 groups, group=test[sid])
         for row in found[sid].rows:
             row["fold"] = round_.fold
     return found, ckpt.classes

@@ -2,12 +2,17 @@
 
 Predictions are made at each image's native resolution
 (``medseg.model.inference.predict_native``). ``score_image`` returns one row
-per image and class (and per combined group of classes); ``aggregate``
-turns the rows into the stable metrics dictionary written to ``eval.json``:
+per image and class (and per combined group of classes), with the image's
+patient group from the split; ``aggregate`` turns the rows into the stable
+metrics dictionary written to ``eval.json``:
 
-``{"n_test", "mean_fg_dice", "dice"|"iou"|"hd95": {class: {mean, std, n,
-ci_low, ci_high}}, "false_positive": {class: {images, rate}},
-"empty_image_fp_rate", "image_accuracy"}``
+``{"n_test", "n_test_groups", "mean_fg_dice", "mean_fg_dice_ci": {mean,
+n_images, n_groups, ci_low, ci_high}, "dice"|"iou"|"hd95": {class: {mean,
+std, n, n_images, n_groups, ci_low, ci_high}}, "false_positive": {class:
+{images, rate}}, "empty_image_fp_rate", "image_accuracy"}``
+
+The intervals resample whole patient groups (``medseg.evaluate.metrics``);
+``n`` is kept beside ``n_images`` (the same count) for readers of older files.
 
 Images whose ground truth lacks a class (AUL's Normal images have no mass)
 do not enter that class's Dice; they count towards its false-positive rate
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import confusion_matrix, per_class_scores, summarise
+from .metrics import confusion_matrix, per_class_scores, summarise, summarise_mean_over_classes
 
 
 @dataclass
@@ -72,12 +77,15 @@ def class_scores(pred: np.ndarray, target: np.ndarray, classes: list[str], group
 
 
 def score_image(sid: str, image_class: str, pred: np.ndarray, target: np.ndarray, classes: list[str],
-                vocabulary: list[str], groups: dict[str, list[int]] | None = None) -> ImageResult:
-    """Rows of scores for each foreground class, then for each combined group (e.g. benign+malignant)."""
+                vocabulary: list[str], groups: dict[str, list[int]] | None = None, *, group: str) -> ImageResult:
+    """Rows of scores for each foreground class, then for each combined group (e.g. benign+malignant).
+
+    ``group`` is the image's patient group (the split's ``group`` column), which the bootstrap resamples.
+    """
     scores = class_scores(pred, target, classes, groups)
     pixels = {classes[c]: int(np.count_nonzero(pred == c)) for c in range(1, len(classes))}
     guess = predicted_image_class(pixels, vocabulary)
-    rows = [{"id": sid, "image_class": image_class, "predicted_class": guess, "class": name,
+    rows = [{"id": sid, "group": group, "image_class": image_class, "predicted_class": guess, "class": name,
              **{k: s[k] for k in _FIELDS}} for name, s in scores.items()]
     return ImageResult(sid, image_class, pred, rows, confusion_matrix(pred, target, len(classes)))
 
@@ -93,18 +101,25 @@ def without_nan(value):
 
 def aggregate(per_image: pd.DataFrame, classes: list[str], n_boot: int, seed: int,
               groups: dict[str, list[int]] | None = None) -> dict:
-    """Per-class (and per combined group) summaries with bootstrap intervals; see the module docstring.
+    """Per-class (and per combined group) summaries with bootstrap intervals over patient groups; see the
+    module docstring.
 
     ``mean_fg_dice`` averages the dataset's own foreground classes only, so a
-    combined group never counts twice.
+    combined group never counts twice; ``mean_fg_dice_ci`` is its interval.
     """
     scored = [*classes[1:], *(groups or {})]
-    out: dict = {"n_test": int(per_image["id"].nunique())}
+    images = per_image.drop_duplicates("id").set_index("id")["group"]
+    out: dict = {"n_test": len(images), "n_test_groups": int(images.nunique())}
     for metric in ("dice", "iou", "hd95"):
-        out[metric] = {c: summarise(per_image.loc[per_image["class"] == c, metric].tolist(), max(n_boot, 1), seed)
-                       for c in scored}
-    means = [out["dice"][c]["mean"] for c in classes[1:] if not math.isnan(out["dice"][c]["mean"])]
-    out["mean_fg_dice"] = float(np.mean(means)) if means else float("nan")
+        out[metric] = {}
+        for c in scored:
+            rows = per_image[per_image["class"] == c]
+            out[metric][c] = summarise(rows[metric].tolist(), max(n_boot, 1), seed, rows["group"].to_numpy())
+    own = per_image[per_image["class"].isin(classes[1:])]
+    dice = own.pivot(index="id", columns="class", values="dice").reindex(columns=classes[1:])
+    out["mean_fg_dice_ci"] = summarise_mean_over_classes(dice.to_numpy(), max(n_boot, 1), seed,
+                                                         images.loc[dice.index].to_numpy())
+    out["mean_fg_dice"] = out["mean_fg_dice_ci"]["mean"]
     out["false_positive"] = {}
     for c in scored:
         absent = per_image[(per_image["class"] == c) & per_image["gt_empty"]]

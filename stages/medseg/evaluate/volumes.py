@@ -34,7 +34,7 @@ from medseg.data.converted import ConvertedDataset
 from medseg.data.volumes import VolumeGeometry, image_to_voxel, read_volumes
 from medseg.io.errors import DataError
 
-from .metrics import summarise
+from .metrics import summarise, summarise_mean_over_classes
 from .scoring import class_scores, without_nan
 
 COLUMNS = ("volume", "class", "slices", "depth", "folds", "dice", "iou", "hd95_mm", "gt_empty", "pred_empty",
@@ -76,16 +76,27 @@ def score_volumes(preds: dict[str, np.ndarray], folds: dict[str, int], converted
 def aggregate_volumes(per_volume: pd.DataFrame, classes: list[str], n_boot: int, seed: int,
                       groups: dict[str, list[int]] | None = None) -> dict:
     """``eval.json``'s ``volumes``: per class, the mean over volumes of Dice, IoU and HD95 (mm) with bootstrap
-    intervals, and the volumes that missed the class or predicted it where truth has none."""
+    intervals, the mean foreground Dice with its interval (``mean_fg_dice_ci``), and the volumes that missed the
+    class or predicted it where truth has none.
+
+    Convert gives each slice its volume's id as group (or its slab's, a part of the volume), so no group spans
+    two volumes: the bootstrap resamples whole volumes, and each interval's ``n_groups`` is its ``n_volumes``.
+    """
     scored = [*classes[1:], *(groups or {})]
     first = per_volume.drop_duplicates("volume")
     out: dict = {"n_volumes": len(first), "slices_scored": int(first["slices"].sum()),
                  "slices_in_volumes": int(first["depth"].sum())}
     for metric in ("dice", "iou", "hd95_mm"):
-        out[metric] = {c: summarise(per_volume.loc[per_volume["class"] == c, metric].tolist(), max(n_boot, 1), seed)
-                       for c in scored}
-    means = [out["dice"][c]["mean"] for c in classes[1:] if not np.isnan(out["dice"][c]["mean"])]
-    out["mean_fg_dice"] = float(np.mean(means)) if means else float("nan")
+        out[metric] = {}
+        for c in scored:
+            rows = per_volume[per_volume["class"] == c]
+            out[metric][c] = summarise(rows[metric].tolist(), max(n_boot, 1), seed, rows["volume"].to_numpy(),
+                                       unit="volumes")
+    dice = per_volume[per_volume["class"].isin(classes[1:])].pivot(index="volume", columns="class", values="dice")
+    dice = dice.reindex(columns=classes[1:])
+    out["mean_fg_dice_ci"] = summarise_mean_over_classes(dice.to_numpy(), max(n_boot, 1), seed,
+                                                         dice.index.to_numpy(), unit="volumes")
+    out["mean_fg_dice"] = out["mean_fg_dice_ci"]["mean"]
     out["missed"], out["false_positive"] = {}, {}
     for c in scored:
         rows = per_volume[per_volume["class"] == c]
