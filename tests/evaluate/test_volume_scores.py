@@ -130,8 +130,10 @@ def test_volume_means_leave_out_absent_classes_and_count_misses(tmp_path: Path) 
 
 
 def test_volume_scores_appear_beside_the_slice_scores_in_the_summary() -> None:
-    stat = {"mean": 0.8, "ci_low": 0.7, "ci_high": 0.9, "n": 10}
-    entry = {"images": 45, "groups": 9, "n_test": 10, "mean_fg_dice": 0.8, "train_seconds": 60.0, "epochs_run": 3,
+    stat = {"mean": 0.8, "ci_low": 0.7, "ci_high": 0.9, "n": 10, "n_groups": 2}
+    entry = {"images": 45, "groups": 9, "n_test": 10, "n_test_groups": 2, "mean_fg_dice": 0.8,
+             "mean_fg_dice_ci": {"mean": 0.8, "ci_low": 0.7, "ci_high": 0.9, "n_images": 10, "n_groups": 2},
+             "train_seconds": 60.0, "epochs_run": 3,
              "dice": {"liver": stat}, "iou": {"liver": stat}, "hd95": {"liver": stat},
              "volumes": {"n_volumes": 1, "slices_scored": 10, "slices_in_volumes": 45, "mean_fg_dice": 0.85,
                          "missed": {"liver": 0},

@@ -2,8 +2,9 @@
 
 Reads each dataset's ``eval.json`` and ``train.json`` (``medseg.data.results``)
 and its converted ``report.json``; writes ``metrics/summary.json`` (keyed by
-dataset), ``summary.md`` (Dice, IoU, HD95 per class with 95% intervals,
-image counts, training time; cross-validation means; for datasets sliced from
+dataset), ``summary.md`` (Dice, IoU, HD95 per class and the mean foreground
+Dice, with 95% intervals over patient groups and the images and groups each
+rests on, dataset sizes, training time; cross-validation means; for datasets sliced from
 CT volumes the per-volume 3D Dice and HD95 in mm beside the slice Dice), ``summary_dice.csv``
 (data for ``dvc plots``) and ``summary.png`` (a bar chart of Dice with
 intervals).
@@ -31,10 +32,11 @@ def collect(dataset: str) -> dict:
     training = results.read_training(dataset)
     report = ConvertedDataset(paths.converted_dir(dataset)).report
     entry = {"images": report["count"], "groups": report["groups"], "n_test": evaluation["n_test"],
-             "mean_fg_dice": evaluation["mean_fg_dice"], "train_seconds": training["train_seconds"],
+             "n_test_groups": evaluation["n_test_groups"], "mean_fg_dice": evaluation["mean_fg_dice"],
+             "mean_fg_dice_ci": evaluation["mean_fg_dice_ci"], "train_seconds": training["train_seconds"],
              "epochs_run": training["epochs_run"]}
     for metric in ("dice", "iou", "hd95"):
-        entry[metric] = {cls: {k: stat[k] for k in ("mean", "ci_low", "ci_high", "n")}
+        entry[metric] = {cls: {k: stat[k] for k in ("mean", "ci_low", "ci_high", "n", "n_groups")}
                          for cls, stat in evaluation[metric].items()}
     if "cv" in evaluation:
         entry["cv"] = evaluation["cv"]
@@ -47,7 +49,7 @@ def _volumes(scores: dict) -> dict:
     """The per-volume part of an entry: counts, Dice and HD95 (mm) per class, volumes that missed a class."""
     out = {k: scores[k] for k in ("n_volumes", "slices_scored", "slices_in_volumes", "mean_fg_dice", "missed")}
     for metric in ("dice", "hd95_mm"):
-        out[metric] = {cls: {k: stat[k] for k in ("mean", "ci_low", "ci_high", "n")}
+        out[metric] = {cls: {k: stat[k] for k in ("mean", "ci_low", "ci_high", "n", "n_groups")}
                        for cls, stat in scores[metric].items()}
     return out
 
@@ -62,13 +64,16 @@ def _fmt(stat: dict, digits: int = 3) -> str:
 def markdown(summary: dict) -> str:
     """``summary.md``: one table over datasets and classes, and the cross-validation means."""
     lines = ["# Results by dataset", "",
-             "| dataset | class | Dice [95% CI] | IoU [95% CI] | HD95 px [95% CI] | images scored | dataset images "
-             "| test images | training s |", "|---|---|---|---|---|---|---|---|---|"]
+             "Intervals resample whole patient groups; each rests on the images and groups scored.", "",
+             "| dataset | class | Dice [95% CI] | IoU [95% CI] | HD95 px [95% CI] | images scored | groups scored "
+             "| dataset images | test images | training s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in summary.items():
-        for cls in e["dice"]:
-            lines.append(f"| {name} | {cls} | {_fmt(e['dice'][cls])} | {_fmt(e['iou'][cls])} | "
-                         f"{_fmt(e['hd95'][cls], 1)} | {e['dice'][cls]['n']} | {e['images']} | {e['n_test']} | "
-                         f"{e['train_seconds']:.0f} |")
+        rows = [(cls, e["dice"][cls], _fmt(e["iou"][cls]), _fmt(e["hd95"][cls], 1)) for cls in e["dice"]]
+        fg = e["mean_fg_dice_ci"]
+        rows.append(("mean foreground", {**fg, "n": fg["n_images"]}, "-", "-"))
+        for cls, dice, iou, hd in rows:
+            lines.append(f"| {name} | {cls} | {_fmt(dice)} | {iou} | {hd} | {dice['n']} | {dice['n_groups']} | "
+                         f"{e['images']} | {e['n_test']} | {e['train_seconds']:.0f} |")
     lines += _volume_lines(summary)
     cv = {n: e["cv"] for n, e in summary.items() if "cv" in e}
     if cv:
