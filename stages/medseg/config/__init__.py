@@ -19,6 +19,7 @@ from .convert import (
     FolderLayout,
     GreyAnnotation,
     ImageClassRule,
+    OutlineAnnotation,
     PaletteAnnotation,
     RgbAnnotation,
 )
@@ -46,7 +47,8 @@ __all__ = [
     "unresolved", "MODEL_NAMES", "NORMS", "PARAMS_FILE", "SEMI_METHODS", "SemiSupervised", "StrongView",
     "ArchiveLimits", "AuditConfig", "AugmentConfig", "AulAnnotation", "BIT_DEPTH_RULES", "BinaryAnnotation",
     "BitDepth", "ConfigError", "ConvertConfig", "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation",
-    "ImageClassRule", "LocalSource", "MlflowConfig", "ModelConfig", "PaletteAnnotation", "Params", "RemoteFile",
+    "ImageClassRule", "LocalSource", "MlflowConfig", "ModelConfig", "OutlineAnnotation", "PaletteAnnotation", "Params",
+    "RemoteFile",
     "RgbAnnotation", "SplitConfig", "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource",
     "DicomAnnotation", "NiftiAnnotation", "VolumeSlicing",
     "load_params",

@@ -91,6 +91,27 @@ class BinaryAnnotation(Strict):
         return {self.foreground}
 
 
+class OutlineAnnotation(Strict):
+    """Closed contours drawn as pixels (a ring of any thickness on black), each filled with ``foreground``.
+
+    Ink is ``>= threshold``. A contour drawn inside another is filled too,
+    unless ``holes``: then contours alternate, region, hole, region (the
+    rings themselves stay foreground). A contour with a gap is an error
+    naming where its ends are, unless a morphological closing of
+    ``close_gaps`` pixels (a disk of that radius) bridges it first.
+    """
+
+    format: Literal["outline"]
+    foreground: str
+    threshold: int = Field(128, ge=1, le=255)
+    holes: bool = Field(False, description="a contour nested in another outlines a hole in it")
+    close_gaps: int = Field(0, ge=0, le=50, description="radius in pixels of a closing applied before filling; "
+                                                        "bridges gaps up to about twice as wide")
+
+    def pixel_classes(self) -> set[str]:
+        return {self.foreground}
+
+
 class PaletteAnnotation(Strict):
     """Indexed PNG masks: palette index -> class."""
 
@@ -102,7 +123,8 @@ class PaletteAnnotation(Strict):
 
 
 Annotation = Annotated[
-    AulAnnotation | RgbAnnotation | GreyAnnotation | BinaryAnnotation | PaletteAnnotation | NiftiAnnotation
+    AulAnnotation | RgbAnnotation | GreyAnnotation | BinaryAnnotation | OutlineAnnotation | PaletteAnnotation
+    | NiftiAnnotation
     | DicomAnnotation,
     Field(discriminator="format"),
 ]

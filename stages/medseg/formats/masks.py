@@ -9,7 +9,8 @@ cover at most ``max_outlier_fraction`` of the mask: they then snap to the
 nearest class too and are counted apart.
 
 Formats: ``rgb`` colour maps, ``grey`` level maps, ``binary`` with a
-threshold, ``palette`` (indexed PNG). ``merge_masks`` joins the several
+threshold, ``outline`` (closed contours drawn as ink, filled by
+``medseg.formats.outline``), ``palette`` (indexed PNG). ``merge_masks`` joins the several
 masks of one image. AUL's polygon annotations are read by
 ``medseg.formats.aul``.
 """
@@ -22,9 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medseg.config import BinaryAnnotation, GreyAnnotation, PaletteAnnotation, RgbAnnotation
+from medseg.config import BinaryAnnotation, GreyAnnotation, OutlineAnnotation, PaletteAnnotation, RgbAnnotation
 from medseg.io.errors import DataError
 from medseg.io.images import RawMask, display_path
+
+from .outline import fill_outlines
 
 Snapped = RgbAnnotation | GreyAnnotation  # the formats that snap lossy values to a listed one
 
@@ -109,7 +112,7 @@ def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: 
     return _lut_decode(pixels, table, ids, ann, path, lambda v: f"RGB{tuple(int(x) for x in v)}")
 
 
-def _as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
+def as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
     if mask.mode == "L":
         return mask.pixels
     if mask.mode == "P":
@@ -128,7 +131,7 @@ def _as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
 
 
 def decode_grey(mask: RawMask, ann: GreyAnnotation, classes: Sequence[str], path: Path) -> Decoded:
-    grey = _as_grey(mask, path, allow_colour=False)
+    grey = as_grey(mask, path, allow_colour=False)
     names = list(ann.values)
     table = np.array([[ann.values[n]] for n in names], np.uint8)
     ids = np.array([classes.index(n) for n in names])
@@ -137,10 +140,17 @@ def decode_grey(mask: RawMask, ann: GreyAnnotation, classes: Sequence[str], path
 
 def decode_binary(mask: RawMask, ann: BinaryAnnotation, classes: Sequence[str], path: Path) -> Decoded:
     """Threshold a two-level mask; JPEG ringing makes many near-0/255 levels."""
-    grey = _as_grey(mask, path, allow_colour=True)
+    grey = as_grey(mask, path, allow_colour=True)
     fg = grey >= ann.threshold
     snapped = int(np.count_nonzero((grey != 0) & (grey != 255)))
     return Decoded((fg * classes.index(ann.foreground)).astype(np.uint8), snapped)
+
+
+def decode_outline(mask: RawMask, ann: OutlineAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+    """Fill the closed outlines of a drawing (ink ``>= threshold``) with ``ann.foreground``."""
+    ink = as_grey(mask, path, allow_colour=True) >= ann.threshold
+    region = fill_outlines(ink, ann.holes, path, ann.close_gaps)
+    return Decoded((region * classes.index(ann.foreground)).astype(np.uint8), 0)
 
 
 def decode_palette(mask: RawMask, ann: PaletteAnnotation, classes: Sequence[str], path: Path) -> Decoded:
@@ -159,7 +169,8 @@ def decode_palette(mask: RawMask, ann: PaletteAnnotation, classes: Sequence[str]
     return Decoded(label, 0)
 
 
-DECODERS = {"rgb": decode_rgb, "grey": decode_grey, "binary": decode_binary, "palette": decode_palette}
+DECODERS = {"rgb": decode_rgb, "grey": decode_grey, "binary": decode_binary, "outline": decode_outline,
+            "palette": decode_palette}
 
 
 def decode_mask(mask: RawMask, ann, classes: Sequence[str], path: Path) -> Decoded:
