@@ -122,9 +122,95 @@ class PaletteAnnotation(Strict):
         return set(self.indices)
 
 
+def _under_root(v: str | None) -> str | None:
+    path = PurePosixPath(v) if v is not None else None
+    if path is not None and (not str(v) or path.is_absolute() or ".." in path.parts or "\\" in v):
+        raise ValueError(f"{v!r} must be a path under the dataset root, without '..'")
+    return v
+
+
+class _Instances(Strict):
+    """What the formats of drawn instances (``coco``, ``labelme``, ``cvat``) share.
+
+    ``labels`` maps a category / label name of the file to a class; a name
+    it does not list maps to the class of the same name, and a name that is
+    neither is an error. Several instances of an image merge into one label
+    map; where they overlap, the class ``later`` (or ``earlier``) in
+    ``classes`` wins. An image without any annotation is an error, or all
+    background with ``unannotated: background``.
+    """
+
+    labels: dict[str, str] = Field({}, description="name in the annotation file -> class (default: the same name)")
+    overlap: Literal["later", "earlier"] = Field("later", description="where instances overlap, the class later "
+                                                                      "(or earlier) in classes wins")
+    unannotated: Literal["error", "background"] = "error"
+
+    def pixel_classes(self) -> set[str]:
+        return set(self.labels.values())
+
+
+class CocoAnnotation(_Instances):
+    """One COCO instances JSON for the dataset: polygons and RLE (compressed or not); ``file_name`` is under ``images``.
+
+    ``crowd``: ``include`` takes ``iscrowd`` regions as their category's pixels, ``skip`` leaves them out.
+    """
+
+    format: Literal["coco"]
+    file: str = Field(description="the JSON, a path under the dataset root")
+    images: str = "images"
+    crowd: Literal["include", "skip"] = "include"
+
+    @field_validator("file", "images")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return _under_root(v)
+
+
+class LabelmeAnnotation(_Instances):
+    """One LabelMe JSON per image in ``folder``: polygon, rectangle and circle shapes.
+
+    ``imagePath`` is relative to the JSON; its embedded ``imageData`` is read
+    when the image file is missing. Line and point shapes fill nothing: an
+    error, or left out with ``unfillable: ignore``. With ``images`` set, an
+    image file there that no JSON names is unannotated.
+    """
+
+    format: Literal["labelme"]
+    folder: str = "."
+    images: str | None = Field(None, description="folder of the images, to find those without a JSON")
+    unfillable: Literal["error", "ignore"] = "error"
+
+    @field_validator("folder", "images")
+    @classmethod
+    def _paths(cls, v: str | None) -> str | None:
+        return _under_root(v)
+
+
+class CvatAnnotation(_Instances):
+    """CVAT for images 1.1 XML: polygons, boxes (rotated too), ellipses and masks (CVAT's RLE over a box).
+
+    Each ``<image name>`` is under ``images``; its ``width``/``height`` must
+    be the file's. Polylines and points fill nothing: an error, or left out
+    with ``unfillable: ignore``.
+    """
+
+    format: Literal["cvat"]
+    file: str = "annotations.xml"
+    images: str = "images"
+    unfillable: Literal["error", "ignore"] = "error"
+
+    @field_validator("file", "images")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return _under_root(v)
+
+
+InstanceAnnotation = CocoAnnotation | LabelmeAnnotation | CvatAnnotation
+
+
 Annotation = Annotated[
     AulAnnotation | RgbAnnotation | GreyAnnotation | BinaryAnnotation | OutlineAnnotation | PaletteAnnotation
-    | NiftiAnnotation
+    | CocoAnnotation | LabelmeAnnotation | CvatAnnotation | NiftiAnnotation
     | DicomAnnotation,
     Field(discriminator="format"),
 ]
@@ -292,6 +378,11 @@ class ConvertConfig(Strict):
     volume: VolumeSlicing = Field(VolumeSlicing(), description="volume formats: how slices become images")
 
     @property
+    def is_instances(self) -> bool:
+        """Whether the annotation is a file of drawn instances (``medseg.formats.instances`` fills them)."""
+        return isinstance(self.annotation, CocoAnnotation | LabelmeAnnotation | CvatAnnotation)
+
+    @property
     def is_volume(self) -> bool:
         """Whether the annotation is a volume format (``medseg.volumes`` converts it)."""
         return isinstance(self.annotation, VolumeAnnotation)
@@ -321,9 +412,10 @@ class ConvertConfig(Strict):
             return self._consistent_volume()
         if "volume" in self.model_fields_set:
             raise ValueError(f"volume: only used with the volume formats, not {self.annotation.format!r}")
-        if isinstance(self.annotation, AulAnnotation):
+        if isinstance(self.annotation, AulAnnotation | CocoAnnotation | LabelmeAnnotation | CvatAnnotation):
             if self.layout is not None:
-                raise ValueError("layout: not used with format 'aul_polygons' (the AUL layout is fixed)")
+                raise ValueError(f"layout: not used with format {self.annotation.format!r} (the annotation says "
+                                 "where the images are)")
         elif self.layout is None:
             raise ValueError(f"layout: required for annotation format {self.annotation.format!r}")
         if self.image_class.source == "annotation" and not isinstance(self.annotation, AulAnnotation):

@@ -1,13 +1,16 @@
 """The convert stage's work: raw samples -> canonical images + label maps.
 
 ``convert_dataset(raw, out, cfg)`` discovers the samples
-(``medseg.formats.discover``), decodes each annotation (``masks`` or
-``aul``) and writes a converted dataset (``medseg.data.converted``) into
+(``medseg.formats.discover``), decodes each annotation (``masks``,
+``aul``, or the drawn instances of ``coco``, ``labelme`` and ``cvat`` through
+``instances``) and writes a converted dataset (``medseg.data.converted``) into
 ``out``, an empty folder the caller later moves into place. Its
 ``report.json`` holds the classes and channels, counts per image class and
 class, skipped files and why, snapped pixels (and outliers, those snapped
 from beyond the tolerance), how many mask files each image had (several
-are merged), images scaled to 8 bits, and the dataset quirks applied.
+are merged), images scaled to 8 bits, the dataset quirks applied, and for
+the instance formats how many regions were filled and which images had
+none (``unannotated: background``).
 
 Samples are converted in a process pool; the output does not depend on the
 number of workers.
@@ -34,6 +37,7 @@ from medseg.io.parallel import ordered_map
 
 from .aul import aul_label
 from .discover import discover
+from .instances import label_map
 from .masks import Decoded, decode_mask, merge_masks
 from .samples import Sample
 
@@ -50,6 +54,7 @@ class Converted:
     mask_files: int = 0  # folder layouts: the masks merged into this label map
     scaled: bool = False  # an image of more than 8 bits, brought to 8 by the bit_depth rule
     outliers: int = 0  # snapped pixels that were beyond the tolerance (annotation.max_outlier_fraction)
+    instances: int = 0  # formats of drawn instances: the regions filled into this label map
 
 
 def default_workers() -> int:
@@ -77,13 +82,24 @@ def _decode(path: Path, sample: Sample, shape: tuple[int, int], cfg: ConvertConf
     return decode_mask(stored, cfg.annotation, cfg.classes, path)
 
 
+def _instances_label(sample: Sample, shape: tuple[int, int], cfg: ConvertConfig) -> np.ndarray:
+    if sample.declared_size is not None and sample.declared_size != (shape[1], shape[0]):
+        w, h = sample.declared_size
+        raise DataError(display_path(sample.annotation), f"image {display_path(sample.image.name)} is declared "
+                                                         f"{w}x{h} here but the file is {shape[1]}x{shape[0]}")
+    return label_map(sample.instances, shape, cfg.annotation.overlap, sample.annotation)
+
+
 def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> Converted:
     """Read, decode and write one sample; raise ``DataError`` on any problem."""
-    image, scaled = read_image_scaled(sample.image, cfg.channels, cfg.max_pixels, cfg.bit_depth.rule)
+    image, scaled = read_image_scaled(sample.image, cfg.channels, cfg.max_pixels, cfg.bit_depth.rule,
+                                      data=sample.image_data)
     shape = image.shape[:2]
     quirk, snapped, outliers = None, 0, 0
     if isinstance(cfg.annotation, AulAnnotation):
         label, quirk = aul_label(sample, shape, cfg.annotation, cfg.classes)
+    elif cfg.is_instances:
+        label = _instances_label(sample, shape, cfg)
     else:
         decoded = merge_masks([(_decode(path, sample, shape, cfg), path) for path in sample.masks], cfg.classes)
         label, snapped, outliers = decoded.label, decoded.snapped, decoded.outliers
@@ -92,9 +108,13 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
     row = converted.manifest_row(
         sample.id, sample.group, _image_class(label, sample, cfg, counts), shape,
         source_image=display_path(sample.image.relative_to(raw)),
-        source_mask=";".join(display_path(m.relative_to(raw)) for m in sample.masks),
+        source_mask=";".join(display_path(m.relative_to(raw)) for m in (*sample.masks, *_annotation(sample))),
         pixels=counts, classes=cfg.classes, published_split=sample.published_split)
-    return Converted(row, snapped, quirk, len(sample.masks), scaled, outliers)
+    return Converted(row, snapped, quirk, len(sample.masks), scaled, outliers, len(sample.instances))
+
+
+def _annotation(sample: Sample) -> tuple[Path, ...]:
+    return (sample.annotation,) if sample.annotation is not None else ()
 
 
 def _result_or_error(convert: Callable[..., R], args: tuple) -> R | DataError:
@@ -161,6 +181,8 @@ def _report(done: list[Converted], problems: list[DataError], notes: list[str], 
         "masks_per_image": {str(n): k for n, k in sorted(Counter(c.mask_files for c in done if c.mask_files).items())},
         "bit_depth": {"rule": cfg.bit_depth.rule, "scaled_images": sum(c.scaled for c in done)},
         "several_masks": {c.row["source_image"]: c.mask_files for c in done if c.mask_files > 1},
+        "instances": sum(c.instances for c in done),
+        "unannotated_images": sorted(c.row["id"] for c in done if cfg.is_instances and not c.instances),
         "skipped": [{"file": str(p.path), "problem": p.problem} for p in problems],
         "quirks": sorted(c.quirk for c in done if c.quirk),
         "notes": notes,

@@ -1,6 +1,8 @@
 """Find the samples of a raw dataset: image file, annotation files, group.
 
-Two layouts: the fixed AUL layout (``medseg.formats.aul``) and a folder
+The files of an annotation tool (COCO, LabelMe, CVAT: ``INSTANCE_FORMATS``)
+list their images themselves. Otherwise two layouts: the fixed AUL layout
+(``medseg.formats.aul``) and a folder
 layout configured in params (images folder, masks folder, a mask-name
 pattern such as ``{stem}_mask``, or ``{stem}_mask*`` for several masks
 ``{stem}_mask``, ``{stem}_mask_1``, ... of one image), at the dataset root
@@ -26,6 +28,7 @@ from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
 from .aul import discover_aul
+from .coco import discover_coco
 from .image_class import assign_image_classes
 from .samples import Discovery, Sample, safe_id
 
@@ -33,12 +36,18 @@ from .samples import Discovery, Sample, safe_id
 def discover(root: Path, cfg: ConvertConfig) -> Discovery:
     if isinstance(cfg.annotation, AulAnnotation):
         found = discover_aul(root, cfg.annotation)
+    elif cfg.is_instances:
+        found = INSTANCE_FORMATS[cfg.annotation.format](root, cfg.annotation, cfg.classes)
     else:
         found = _discover_folders(root, cfg.layout)
     _assign_groups(found, cfg.group_regex)
     assign_image_classes(found, cfg.image_class, root)
     _check_unique_ids(found)
     return found
+
+
+# The formats of drawn instances: each reads its annotation files into samples (medseg.formats.instances).
+INSTANCE_FORMATS = {"coco": discover_coco}
 
 
 # --------------------------------------------------------------------------- folders

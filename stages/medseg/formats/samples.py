@@ -20,6 +20,12 @@ class Sample:
     folder: str = ""  # class folder (AUL, or layout.class_folders)
     image_class: str = ""  # when known from the name or metadata (medseg.formats.image_class)
     published_split: str = ""  # train, valid or test when the dataset comes split (layout.split_folders)
+    # Formats of drawn instances (medseg.formats.instances): the file that holds this image's annotation, the
+    # instances read from it, the size it declares (width, height), and an image embedded in it (LabelMe).
+    annotation: Path | None = None
+    instances: tuple = ()
+    declared_size: tuple[int, int] | None = None
+    image_data: bytes | None = None
 
 
 @dataclass

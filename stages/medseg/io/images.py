@@ -14,6 +14,7 @@ problem raises ``DataError`` naming the file:
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -34,9 +35,9 @@ def display_path(path: Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _open(path: Path, max_pixels: int) -> Image.Image:
+def _open(path: Path, max_pixels: int, data: bytes | None = None) -> Image.Image:
     try:
-        im = Image.open(path)
+        im = Image.open(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         raise DataError(display_path(path), "file not found") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -88,9 +89,14 @@ def _shift(pixels: np.ndarray, path: Path) -> np.ndarray:
 SCALERS = {"minmax": _minmax, "shift": _shift}
 
 
-def read_image_scaled(path: Path, channels: int, max_pixels: int, bit_depth: str = "refuse") -> tuple[np.ndarray, bool]:
-    """Decode an image as grey (H, W) or RGB (H, W, 3) uint8; also whether a ``bit_depth`` rule scaled it."""
-    im = _open(Path(path), max_pixels)
+def read_image_scaled(path: Path, channels: int, max_pixels: int, bit_depth: str = "refuse",
+                      data: bytes | None = None) -> tuple[np.ndarray, bool]:
+    """Decode an image as grey (H, W) or RGB (H, W, 3) uint8; also whether a ``bit_depth`` rule scaled it.
+
+    ``data``: the file's bytes when they are held elsewhere (an image embedded in a LabelMe JSON); ``path`` then
+    only names it in errors.
+    """
+    im = _open(Path(path), max_pixels, data)
     if im.mode in _EIGHT_BIT:
         return np.asarray(im.convert("L" if channels == 1 else "RGB")), False
     if im.mode not in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:

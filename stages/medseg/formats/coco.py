@@ -1,0 +1,145 @@
+"""COCO instances JSON: one file for the whole dataset, read into samples of drawn instances.
+
+``discover_coco`` reads ``annotation.file`` (``images``, ``annotations``,
+``categories``) and returns one ``Sample`` per listed image, its
+``file_name`` under ``annotation.images``, with the image's instances
+(``medseg.formats.instances``): each polygon of a ``segmentation`` list, or
+its RLE, compressed (a string) or not (a list of counts), crowd regions
+(``iscrowd``) included unless ``crowd: skip``. Categories map to classes by
+name (``annotation.labels``). Problems name the JSON and the annotation:
+an unknown category, an annotation whose ``image_id`` is not listed, a
+listed image whose file is missing, an image without annotations (unless
+``unannotated: background``); each one keeps its image out, and whether it
+stops the stage is the caller's ``on_error``. The declared width and height
+are checked against the file when the image is read.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from medseg.config import CocoAnnotation
+from medseg.config.convert import IMAGE_EXTS
+from medseg.io.errors import DataError
+from medseg.io.images import display_path
+
+from .instances import Instance, class_of, flat_points, read_json, unknown_label
+from .samples import Discovery, Sample, safe_id
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _categories(entries: list, path: Path) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for c in entries:
+        if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str)):
+            raise DataError(display_path(path), f"category {c!r}: needs an integer 'id' and a 'name'")
+        if c["id"] in names:
+            raise DataError(display_path(path), f"category id {c['id']} is listed twice")
+        names[c["id"]] = c["name"]
+    return names
+
+
+def inside(root: Path, name: str) -> Path | None:
+    """``root / name`` when it stays under ``root`` (no absolute path, no ``..`` out of it), else ``None``."""
+    joined = Path(os.path.normpath(root / name))
+    return joined if not Path(name).is_absolute() and joined.is_relative_to(os.path.normpath(root)) else None
+
+
+def _images(entries: list, folder: Path, path: Path) -> dict[int, dict]:
+    images: dict[int, dict] = {}
+    for im in entries:
+        if not (isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str)
+                and _is_int(im.get("width")) and _is_int(im.get("height"))):
+            raise DataError(display_path(path), f"image {im!r}: needs an integer 'id', 'width' and 'height' and a "
+                                                "'file_name'")
+        if im["id"] in images:
+            raise DataError(display_path(path), f"image id {im['id']} is listed twice")
+        images[im["id"]] = {**im, "file": inside(folder, im["file_name"])}
+    return images
+
+
+def _segmentation(a: dict, where: str, class_id: int) -> list[Instance]:
+    seg = a.get("segmentation")
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        return [Instance(class_id, "rle", f"{where}, RLE", rle=seg)]
+    if not isinstance(seg, list) or not seg:
+        raise ValueError(f"{where}: no segmentation (a polygon list or an RLE); a box alone fills nothing")
+    parts = []
+    for k, part in enumerate(seg, start=1):
+        points = flat_points(part, f"{where}, polygon {k}")
+        parts.append(Instance(class_id, "polygon", f"{where}, polygon {k}", points=points))
+    return parts
+
+
+def _annotations(data: dict, images: dict[int, dict], categories: dict[int, str], ann: CocoAnnotation,
+                 classes: list[str], path: Path) -> tuple[dict, dict, list[DataError], int]:
+    """Instances per image id, the first problem per image id, problems without an image, crowd regions skipped."""
+    found: dict[int, list[Instance]] = defaultdict(list)
+    bad: dict[int, DataError] = {}
+    orphans, skipped = [], 0
+    for k, a in enumerate(data["annotations"]):
+        aid = a.get("id", f"#{k}") if isinstance(a, dict) else f"#{k}"
+        if not isinstance(a, dict) or not _is_int(a.get("image_id")):
+            orphans.append(DataError(display_path(path), f"annotation {aid}: needs an integer 'image_id'"))
+            continue
+        image = images.get(a["image_id"])
+        if image is None:
+            orphans.append(DataError(display_path(path), f"annotation {aid}: image_id {a['image_id']} is not in "
+                                                         "'images' (an annotation for a missing image)"))
+            continue
+        found.setdefault(a["image_id"], [])
+        name = categories.get(a.get("category_id"))
+        where = f"annotation {aid} (image {image['file_name']!r}, category {name!r})"
+        class_id = class_of(name, ann.labels, classes)
+        try:
+            if name is None:
+                raise ValueError(f"annotation {aid}: category_id {a.get('category_id')!r} is not in 'categories'")
+            if class_id is None:
+                raise ValueError(f"{where}: {unknown_label(name, ann.labels, classes)}")
+            if a.get("iscrowd") and ann.crowd == "skip":
+                skipped += 1
+                continue
+            found[a["image_id"]] += _segmentation(a, where, class_id)
+        except ValueError as exc:
+            bad.setdefault(a["image_id"], DataError(display_path(path), str(exc)))
+    return found, bad, orphans, skipped
+
+
+def discover_coco(root: Path, ann: CocoAnnotation, classes: list[str]) -> Discovery:
+    path = root / ann.file
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise DataError(display_path(path), "not a COCO instances file: expected an object with 'images', "
+                                            "'annotations' and 'categories' lists")
+    folder = root / ann.images
+    images = _images(data["images"], folder, path)
+    found, bad, problems, crowd = _annotations(data, images, _categories(data["categories"], path), ann, classes,
+                                               path)
+    samples = []
+    for image_id, im in sorted(images.items(), key=lambda kv: kv[1]["file_name"]):
+        file, shown = im["file"], display_path(Path(ann.images) / im["file_name"])
+        if image_id in bad:
+            problems.append(bad[image_id])
+        elif file is None or not file.is_file():
+            problems.append(DataError(display_path(path), f"image {image_id} {im['file_name']!r}: no file {shown} "
+                                                          "(an annotation for a missing image)"))
+        elif image_id not in found and ann.unannotated == "error":
+            problems.append(DataError(display_path(path), f"image {image_id} {im['file_name']!r}: no annotation "
+                                                          "(annotation.unannotated: background takes it as all "
+                                                          "background)"))
+        else:
+            samples.append(Sample(id=safe_id(file.stem), group="", image=file, annotation=path,
+                                  instances=tuple(found.get(image_id, ())), declared_size=(im["width"], im["height"])))
+    listed = {im["file"] for im in images.values()}
+    unlisted = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p not in listed) \
+        if folder.is_dir() else []
+    notes = [f"{len(unlisted)} image file(s) in {ann.images} not in {ann.file}, not read: "
+             f"{[display_path(p.relative_to(folder)) for p in unlisted[:3]]}"] if unlisted else []
+    if crowd:
+        notes.append(f"{crowd} crowd region(s) left out (annotation.crowd: skip)")
+    return Discovery(samples, problems, notes)
