@@ -7,10 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from matplotlib.path import Path as MplPath
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
+import drawn
 from conftest import ramp, save
 from medseg.config import ConvertConfig
 from medseg.formats.convert import convert_dataset
@@ -24,24 +24,13 @@ TRIANGLE = [32, 4, 47, 20, 36, 36]
 
 
 def centres_inside(flat: list[float]) -> np.ndarray:
-    """Pixels whose centre lies inside the polygon (continuous plane): the exact fill of a rectilinear polygon."""
-    ys, xs = np.mgrid[0:H, 0:W]
-    centres = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)
-    return MplPath(np.reshape(flat, (-1, 2))).contains_points(centres).reshape(H, W)
+    return drawn.centres_inside(flat, (H, W))
 
 
 def disk(cx=25, cy=20, r=9) -> np.ndarray:
     m = np.zeros((H, W), np.uint8)
     cv2.circle(m, (cx, cy), r, 1, cv2.FILLED)
     return m
-
-
-def runs(mask: np.ndarray) -> list[int]:
-    """Uncompressed COCO counts, written here by hand: alternating 0/1 run lengths in column-major order."""
-    flat = mask.ravel(order="F")
-    edges = np.flatnonzero(np.diff(flat)) + 1
-    lengths = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
-    return lengths if flat[0] == 0 else [0, *lengths]
 
 
 def coco_file(raw: Path, annotations: list[dict], images=None, categories=None) -> Path:
@@ -86,8 +75,9 @@ def test_polygons_fill_as_the_continuous_plane_says_and_as_pycocotools_does(tmp_
 def test_rle_compressed_and_uncompressed_and_crowd(tmp_path):
     plain, packed = disk(15, 20, 8), disk(36, 20, 8)
     compressed = coco_mask.encode(np.asfortranarray(packed))
+    by_columns = drawn.runs(plain.ravel(order="F"))  # COCO counts run down the columns
     coco_file(tmp_path / "raw", [
-        {"category_id": 1, "iscrowd": 1, "segmentation": {"size": [H, W], "counts": runs(plain)}},
+        {"category_id": 1, "iscrowd": 1, "segmentation": {"size": [H, W], "counts": by_columns}},
         {"category_id": 2, "segmentation": {"size": [H, W], "counts": compressed["counts"].decode("ascii")}}])
     _, labels = convert(tmp_path)
     assert ((labels["a"] == 1) == plain.astype(bool)).all()

@@ -29,7 +29,9 @@ from medseg.io.images import display_path
 
 from .aul import discover_aul
 from .coco import discover_coco
+from .cvat import discover_cvat
 from .image_class import assign_image_classes
+from .labelme import discover_labelme
 from .samples import Discovery, Sample, safe_id
 
 
@@ -47,7 +49,7 @@ def discover(root: Path, cfg: ConvertConfig) -> Discovery:
 
 
 # The formats of drawn instances: each reads its annotation files into samples (medseg.formats.instances).
-INSTANCE_FORMATS = {"coco": discover_coco}
+INSTANCE_FORMATS = {"coco": discover_coco, "labelme": discover_labelme, "cvat": discover_cvat}
 
 
 # --------------------------------------------------------------------------- folders
