@@ -12,12 +12,21 @@ listed image whose file is missing, an image without annotations (unless
 ``unannotated: background``); each one keeps its image out, and whether it
 stops the stage is the caller's ``on_error``. The declared width and height
 are checked against the file when the image is read.
+
+``write_coco`` writes predicted regions (``medseg.formats.polygons``) as
+such a file: polygons, and compressed RLE where a polygon cannot hold a
+component; categories are the classes, by name.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as coco_mask
 
 from medseg.config import CocoAnnotation
 from medseg.config.convert import IMAGE_EXTS
@@ -25,6 +34,7 @@ from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
 from .instances import Instance, class_of, flat_points, read_json, unknown_label
+from .polygons import Region
 from .samples import Discovery, Sample, safe_id
 
 
@@ -143,3 +153,33 @@ def discover_coco(root: Path, ann: CocoAnnotation, classes: list[str]) -> Discov
     if crowd:
         notes.append(f"{crowd} crowd region(s) left out (annotation.crowd: skip)")
     return Discovery(samples, problems, notes)
+
+
+# --------------------------------------------------------------------------- writing
+def _annotation(k: int, image_id: int, region: Region, shape: tuple[int, int]) -> dict:
+    if region.polygon is not None:
+        (x0, y0), (x1, y1) = region.polygon.min(axis=0), region.polygon.max(axis=0)
+        x, y = region.polygon[:, 0], region.polygon[:, 1]
+        area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+        segmentation: list | dict = [np.round(region.polygon, 3).ravel().tolist()]
+        bbox = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+    else:
+        full = np.zeros(shape, np.uint8)
+        h, w = region.mask.shape
+        full[region.top:region.top + h, region.left:region.left + w] = region.mask
+        rle = coco_mask.encode(np.asfortranarray(full))
+        segmentation = {"size": [shape[0], shape[1]], "counts": rle["counts"].decode("ascii")}
+        area, bbox = float(region.mask.sum()), [region.left, region.top, w, h]
+    return {"id": k, "image_id": image_id, "category_id": region.class_id, "segmentation": segmentation,
+            "area": area, "bbox": bbox, "iscrowd": 0}
+
+
+def write_coco(path: Path, images: Sequence[tuple[str, tuple[int, int], list[Region]]], classes: list[str]) -> None:
+    """One COCO instances JSON: ``images`` holds (file name, (height, width), regions) per image."""
+    listed, annotations = [], []
+    for image_id, (name, shape, regions) in enumerate(images, start=1):
+        listed.append({"id": image_id, "file_name": name, "width": shape[1], "height": shape[0]})
+        for region in regions:
+            annotations.append(_annotation(len(annotations) + 1, image_id, region, shape))
+    categories = [{"id": k, "name": name, "supercategory": ""} for k, name in enumerate(classes) if k > 0]
+    Path(path).write_text(json.dumps({"images": listed, "annotations": annotations, "categories": categories}))

@@ -17,6 +17,10 @@ continuous image plane (``medseg.formats.instances``):
 ``unfillable: ignore``. ``<tag>`` is image-level and not a region. A
 CVAT-for-video file (``<track>``) is refused. Problems name the XML, the
 image and the shape.
+
+``write_cvat`` writes predicted regions (``medseg.formats.polygons``) as
+such a file: polygons, and masks where a polygon cannot hold a component,
+with the classes as the task's labels.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from medseg.io.images import display_path
 
 from .coco import inside
 from .instances import Instance, class_of, unknown_label
+from .polygons import Region
 from .samples import Discovery, Sample, safe_id
 
 UNFILLABLE = ("polyline", "points")
@@ -173,3 +178,37 @@ def discover_cvat(root: Path, ann: CvatAnnotation, classes: list[str]) -> Discov
     notes = [f"CVAT XML version {version!r}; read as 1.1"] if version and version != "1.1" else []
     notes += [f"{n} {kind} shape(s) left out (annotation.unfillable: ignore)" for kind, n in sorted(ignored.items())]
     return Discovery(sorted(samples, key=lambda s: s.id), problems, notes)
+
+
+# --------------------------------------------------------------------------- writing
+def _runs(bits: np.ndarray) -> str:
+    """CVAT's RLE of a box: run lengths of alternating 0 and 1, row by row, starting with 0."""
+    flat = bits.ravel().astype(np.int8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    lengths = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return ", ".join(map(str, lengths if flat[0] == 0 else [0, *lengths]))
+
+
+def _element(region: Region, classes: list[str]) -> ET.Element:
+    common = {"label": classes[region.class_id], "source": "auto", "occluded": "0", "z_order": "0"}
+    if region.polygon is not None:
+        points = ";".join(f"{x:.3f},{y:.3f}" for x, y in region.polygon)
+        return ET.Element("polygon", {**common, "points": points})
+    h, w = region.mask.shape
+    return ET.Element("mask", {**common, "rle": _runs(region.mask), "left": str(region.left),
+                               "top": str(region.top), "width": str(w), "height": str(h)})
+
+
+def write_cvat(path: Path, images: list[tuple[str, tuple[int, int], list[Region]]], classes: list[str]) -> None:
+    """A CVAT for images 1.1 XML: ``images`` holds (name, (height, width), regions) per image."""
+    top = ET.Element("annotations")
+    ET.SubElement(top, "version").text = "1.1"
+    labels = ET.SubElement(ET.SubElement(ET.SubElement(top, "meta"), "task"), "labels")
+    for name in classes[1:]:
+        ET.SubElement(ET.SubElement(labels, "label"), "name").text = name
+    for k, (name, shape, regions) in enumerate(images):
+        image = ET.SubElement(top, "image", {"id": str(k), "name": name, "width": str(shape[1]),
+                                             "height": str(shape[0])})
+        image.extend(_element(r, classes) for r in regions)
+    ET.indent(top)
+    ET.ElementTree(top).write(path, encoding="utf-8", xml_declaration=True)

@@ -4,23 +4,31 @@
 ``imagePath`` is resolved relative to the JSON (Windows separators too) and
 must stay inside the dataset; when that file is missing, the image embedded
 in ``imageData`` (base64) is read instead. Shapes: ``polygon``,
-``rectangle`` (two corners) and ``circle`` (centre, then a point on it) are
-filled as LabelMe draws them (points are pixel indices, boundary included;
+``rectangle`` (two corners), ``circle`` (centre, then a point on it) and
+``mask`` (a base64 PNG over the box of its two corner pixels) are filled
+as LabelMe draws them (points are pixel indices, boundary included;
 ``medseg.formats.instances``); ``line``, ``linestrip``, ``point`` and
 ``points`` fill nothing and are an error unless ``unfillable: ignore``; any
 other type is an error. With ``annotation.images`` set, an image file there
 that no JSON names is unannotated (an error, or all background). Every
 problem names the JSON (or the image) and the shape.
+
+``write_labelme`` writes predicted regions (``medseg.formats.polygons``) as
+one such JSON per image: polygons, and mask shapes where a polygon cannot
+hold a component; ``imagePath`` points at the image, no ``imageData``.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import io
+import json
 import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from medseg.config import LabelmeAnnotation
 from medseg.config.convert import IMAGE_EXTS
@@ -28,6 +36,7 @@ from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
 from .instances import Instance, class_of, flat_points, read_json, unknown_label
+from .polygons import Region
 from .samples import Discovery, Sample, safe_id
 
 UNFILLABLE = ("line", "linestrip", "point", "points")
@@ -50,7 +59,7 @@ def _shape(k: int, shape: object, ann: LabelmeAnnotation, classes: list[str]) ->
     points = flat_points(shape.get("points"), where)
     if kind == "polygon":
         return Instance(class_id, "polygon", where, points=points, pixel_indices=True)
-    if kind in ("rectangle", "circle") and len(points) != 2:
+    if kind in ("rectangle", "circle", "mask") and len(points) != 2:
         raise ValueError(f"{where}: needs 2 points, has {len(points)}")
     if kind == "rectangle":
         (x1, y1), (x2, y2) = points
@@ -59,8 +68,23 @@ def _shape(k: int, shape: object, ann: LabelmeAnnotation, classes: list[str]) ->
     if kind == "circle":
         return Instance(class_id, "circle", where, points=points[:1], pixel_indices=True,
                         radius=float(np.hypot(*(points[1] - points[0]))))
-    raise ValueError(f"{where}: shape type {kind!r} is not read (polygon, rectangle, circle; "
+    if kind == "mask":
+        return _mask(shape, points, where, class_id)
+    raise ValueError(f"{where}: shape type {kind!r} is not read (polygon, rectangle, circle, mask; "
                      f"{', '.join(UNFILLABLE)} with unfillable: ignore)")
+
+
+def _mask(shape: dict, points: np.ndarray, where: str, class_id: int) -> Instance:
+    """A ``mask`` shape: a base64 PNG over the box between its two corner pixels (both included)."""
+    (x1, y1), (x2, y2) = points.astype(int)
+    try:
+        bits = np.asarray(Image.open(io.BytesIO(base64.b64decode(shape.get("mask") or "", validate=True)))) > 0
+    except (binascii.Error, OSError, ValueError) as exc:
+        raise ValueError(f"{where}: malformed mask: not a base64 PNG ({exc})") from None
+    if bits.ndim != 2 or bits.shape != (y2 - y1 + 1, x2 - x1 + 1):
+        raise ValueError(f"{where}: malformed mask: {bits.shape[1]}x{bits.shape[0]} pixels for a box of "
+                         f"{x2 - x1 + 1}x{y2 - y1 + 1}")
+    return Instance(class_id, "bits", where, bits=bits, left=int(x1), top=int(y1))
 
 
 def _image(path: Path, data: dict, root: Path) -> tuple[Path, bytes | None]:
@@ -132,3 +156,28 @@ def discover_labelme(root: Path, ann: LabelmeAnnotation, classes: list[str]) -> 
             else:
                 samples.append(Sample(id=safe_id(image.stem), group="", image=image))
     return Discovery(samples, problems, notes)
+
+
+# --------------------------------------------------------------------------- writing
+def _png_base64(bits: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(bits.astype(np.uint8) * 255).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _shape_of(region: Region, classes: list[str]) -> dict:
+    shape = {"label": classes[region.class_id], "group_id": None, "description": "", "flags": {}}
+    if region.polygon is not None:
+        return {**shape, "points": np.round(region.polygon, 3).tolist(), "shape_type": "polygon"}
+    h, w = region.mask.shape
+    return {**shape, "points": [[region.left, region.top], [region.left + w - 1, region.top + h - 1]],
+            "shape_type": "mask", "mask": _png_base64(region.mask)}
+
+
+def write_labelme(path: Path, image_path: str, shape: tuple[int, int], regions: list[Region],
+                  classes: list[str]) -> None:
+    """One LabelMe JSON at ``path`` for the image at ``image_path`` (relative to the JSON), (h, w) ``shape``."""
+    data = {"version": "5.4.1", "flags": {}, "shapes": [_shape_of(r, classes) for r in regions],
+            "imagePath": image_path, "imageData": None,
+            "imageHeight": shape[0], "imageWidth": shape[1]}
+    Path(path).write_text(json.dumps(data, indent=1))
