@@ -7,11 +7,17 @@ output, device, max_pixels)`` writes, for
 every image in ``source``: ``labels/<stem>.png`` (uint8 class indices at the
 image's own resolution), ``overlays/<stem>.png`` (the prediction drawn on the
 image) and ``findings.csv`` (foreground area per class in pixels and as a
-fraction of the image, and the predicted image-level class). The output
-folder appears only when every image was processed.
+fraction of the image, and the predicted image-level class). With ``fmt``
+other than ``png`` it also writes the predictions as pre-annotations to
+open and correct in a tool (``PRE_ANNOTATIONS``): ``coco.json``,
+``cvat.xml``, or ``labelme/<stem>.json`` (``imagePath`` relative to it),
+each component a polygon simplified within ``tolerance`` pixels, or a mask
+where a polygon cannot hold it (``medseg.formats.polygons``); convert reads
+them back. The output folder appears only when every image was processed.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +26,10 @@ import pandas as pd
 
 from medseg.config.convert import IMAGE_EXTS
 from medseg.figures.overlay import overlay
+from medseg.formats.coco import write_coco
+from medseg.formats.cvat import write_cvat
+from medseg.formats.labelme import write_labelme
+from medseg.formats.polygons import regions
 from medseg.formats.samples import safe_id
 from medseg.io.atomic import atomic_dir
 from medseg.io.errors import DataError
@@ -32,6 +42,9 @@ from medseg.volumes.nifti import NIFTI_SUFFIXES
 from .scoring import predicted_image_class
 
 FINDINGS = "findings.csv"
+# What --format adds to the label PNGs: the file (or folder) of pre-annotations of each tool's format.
+PRE_ANNOTATIONS = {"coco": "coco.json", "cvat": "cvat.xml", "labelme": "labelme"}
+FORMATS = ("png", *PRE_ANNOTATIONS)
 
 
 def input_kind(source: Path) -> Literal["images", "nifti", "dicom"]:
@@ -74,15 +87,21 @@ def findings(name: str, source: Path, label: np.ndarray, classes: list[str], voc
             "predicted_class": predicted_image_class(pixels, vocabulary)}
 
 
-def predict_folder(model_path: Path, source: Path, output: Path, device_name: str, max_pixels: int) -> pd.DataFrame:
-    """Segment every image in ``source`` into ``output``; return the findings table."""
+def predict_folder(model_path: Path, source: Path, output: Path, device_name: str, max_pixels: int,
+                   fmt: str = "png", tolerance: float = 0.5) -> pd.DataFrame:
+    """Segment every image in ``source`` into ``output`` (pre-annotations too, unless ``fmt`` is ``png``); return
+    the findings table."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
     device = pick_device(device_name)
     ckpt = load_checkpoint(model_path, device)
     vocabulary = list(ckpt.info.get("image_classes", []))
-    rows = []
+    rows, drawn = [], []
     with atomic_dir(output) as out:
         (out / "labels").mkdir()
         (out / "overlays").mkdir()
+        if fmt == "labelme":
+            (out / PRE_ANNOTATIONS[fmt]).mkdir()
         for path in list_images(source):
             image = read_image(path, ckpt.channels, max_pixels)
             label = checkpoint_labels(ckpt, image, device)
@@ -90,6 +109,16 @@ def predict_folder(model_path: Path, source: Path, output: Path, device_name: st
             write_png(out / "labels" / f"{name}.png", label)
             write_png(out / "overlays" / f"{name}.png", overlay(image, label))
             rows.append(findings(name, path, label, ckpt.classes, vocabulary))
+            if fmt == "labelme":
+                # imagePath as seen from where the JSON will be once the output folder is in place
+                relative = os.path.relpath(Path(path).resolve(), (Path(output) / PRE_ANNOTATIONS[fmt]).resolve())
+                write_labelme(out / PRE_ANNOTATIONS[fmt] / f"{name}.json", relative, label.shape,
+                              regions(label, tolerance, "indices"), ckpt.classes)
+            elif fmt != "png":
+                drawn.append((path.name, label.shape, regions(label, tolerance, "continuous")))
+        writer = {"coco": write_coco, "cvat": write_cvat}.get(fmt)
+        if writer is not None:
+            writer(out / PRE_ANNOTATIONS[fmt], drawn, ckpt.classes)
         table = pd.DataFrame(rows)
         table.to_csv(out / FINDINGS, index=False)
     return table
