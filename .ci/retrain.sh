@@ -2,13 +2,15 @@
 # Retraining: pull the DVC cache from the remote, `dvc repro`, push the cache
 # back, register each dataset's new model and promote it to @champion only if
 # it scores better (mlflow.promotion in params.yaml), commit dvc.lock and the
-# git-tracked results to a branch, and write the metrics diff against the
-# starting commit into the job summary.
+# git-tracked results to a branch, tag that commit for DVC's model registry
+# (<dataset>@v<N>.0.0 = registered version N, <dataset>#champion#<k> when the
+# alias moved), and write the metrics diff against the starting commit into
+# the job summary.
 #
 # Usage: .ci/retrain.sh            (in a clean checkout of the commit to retrain)
 #   RETRAIN_BRANCH   branch the results are committed to (default: retrain),
 #                    recreated from the starting commit on every run
-#   PUSH_BRANCH      1: force-push that branch to origin (default: 0)
+#   PUSH_BRANCH      1: force-push that branch, and push the new tags, to origin (default: 0)
 #   DVC_REMOTE_URL   set: becomes the default remote `ci`, in .dvc/config.local
 #                    (never committed); unset: the default remote of .dvc/config
 #   GCS_CREDENTIALS_JSON  content of a GCP service-account key (gs:// remotes)
@@ -73,8 +75,10 @@ dvc push --run-cache
 # Gated promotion, while HEAD is still the commit the results come from (the
 # run key holds it): each active dataset's model becomes a registered version,
 # and takes @champion only if it beats the current one (stages/promote.py;
-# the reasons, with both scores, go into the job summary).
-python stages/promote.py
+# the reasons, with both scores, go into the job summary). The record of what
+# it decided becomes git tags once the results are committed.
+record=$(mktemp "${RUNNER_TEMP:-${TMPDIR:-/tmp}}/promotion.XXXXXX")
+python stages/promote.py --record "$record"
 
 # Git-tracked results: dvc.lock, the outputs with `cache: false` (split
 # tables, metrics, plots), and the .gitignore files DVC keeps beside cached ones.
@@ -101,9 +105,23 @@ else
     git commit -q -m "Retrain $start: dvc.lock and metrics"
     committed="Committed \`$(git rev-parse --short HEAD)\` to \`$branch\`."
 fi
+# DVC's model registry: `dvc artifacts get REPO <dataset> --rev v<N>.0.0` or
+# `--stage champion` downloads the model of the tagged commit. The tags must
+# count on from origin's (fetched first), and keep the results commit alive
+# when the branch is rebuilt.
+if [[ ${PUSH_BRANCH:-0} == 1 ]]; then
+    git fetch -q --tags origin
+fi
+tags_before=$(git tag --list | sort)
+python stages/promote.py --tag "$record"
+rm -f "$record"
+mapfile -t new_tags < <(comm -13 <(echo "$tags_before") <(git tag --list | sort))
 if [[ ${PUSH_BRANCH:-0} == 1 ]]; then
     # The branch is rebuilt from the starting commit each run: replace it.
     git push --force origin "$branch"
+    if ((${#new_tags[@]})); then
+        git push origin "${new_tags[@]/#/refs/tags/}"
+    fi
 fi
 
 {

@@ -5,7 +5,8 @@ exists and is executable, the install and test steps are the README's
 commands, credentials come from repository secrets only. Then the scripts run
 for real, the way the workflows run them, in a temporary clone on a tiny
 config, with a bare git repository as ``origin`` and a local folder as the
-DVC remote: a retraining from an empty remote, a retraining on a fresh
+DVC remote: a retraining from an empty remote (its model then fetched from
+origin with ``dvc artifacts get --stage champion``), a retraining on a fresh
 checkout that restores everything from the remote, and the pipeline check of
 a pull request against a base with and without metrics.
 """
@@ -154,7 +155,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             (clone / path).unlink(missing_ok=True)
         run(["git", "commit", "-qm", "no results yet"], clone)
     run(["git", "branch", "-M", "main"], clone)
-    run(["git", "init", "-q", "--bare", str(root / "origin.git")], root)
+    run(["git", "init", "-q", "--bare", "--initial-branch=main", str(root / "origin.git")], root)
     run(["git", "remote", "add", "origin", str(root / "origin.git")], clone)
     run(["git", "push", "-q", "-u", "origin", "main"], clone)
     return {"root": root, "clone": clone, "origin": root / "origin.git", "remote": root / "dvc-remote"}
@@ -191,6 +192,16 @@ def test_retrain_from_an_empty_remote_commits_results_to_a_branch_and_fills_the_
     assert "has no committed metrics yet" in report  # main has none
     eval_rows = md_rows(report, f"metrics/datasets/{DS}/eval.json")
     assert any(row[1] == "mean_fg_dice" and row[2] == "-" for row in eval_rows)
+    # DVC's model registry: the first model is version 1 and the champion, both tags on the results commit, pushed.
+    tags = {f"{DS}@v1.0.0", f"{DS}#champion#1"}
+    assert set(run(["git", "tag", "--list"], origin).split()) == tags
+    for tag in tags:
+        assert run(["git", "rev-parse", f"{tag}^{{commit}}"], origin) == run(["git", "rev-parse", "retrain"], origin)
+    assert "promoted** to `@champion`" in report and f"`{DS}#champion#1`" in report
+    got = world["root"] / "champion"
+    run(["dvc", "artifacts", "get", str(origin), DS, "--stage", "champion", "--remote", "ci", "--remote-config",
+         f"url={world['remote']}", "-o", str(got)], world["root"])
+    assert (got / "model.pt").read_bytes() == (clone / "models" / DS / "model.pt").read_bytes()
 
 
 @pytest.mark.slow
@@ -210,6 +221,9 @@ def test_retrain_on_a_fresh_checkout_of_merged_results_pulls_and_reruns_nothing(
     assert run(["git", "rev-parse", "retrain"], origin) == run(["git", "rev-parse", "main"], origin)
     report = summary.read_text()
     assert "Nothing changed" in report and "No metric changed" in report
+    # Its own new MLflow store calls the result version 1 again: the tags on origin already say so.
+    assert set(run(["git", "tag", "--list"], origin).split()) == {f"{DS}@v1.0.0", f"{DS}#champion#1"}
+    assert "Git tags made: none" in report
 
 
 @pytest.mark.slow

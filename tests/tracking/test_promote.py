@@ -152,21 +152,21 @@ def test_first_better_worse_and_other_split_against_a_server(client, tmp_path: P
     name = registered_name("toy")
 
     first = trained_version(tmp_path, "toy", 1, 0.60, "split-a")
-    assert settle(client, name, first, CFG).promote
+    assert settle(client, name, first, CFG)[0].promote
     assert champion_version(client, "toy") == first.version
 
     worse = trained_version(tmp_path, "toy", 2, 0.605, "split-a")  # better, but within the margin
-    assert not settle(client, name, worse, CFG).promote
+    assert not settle(client, name, worse, CFG)[0].promote
     assert champion_version(client, "toy") == first.version
     text = summary.read_text()
     assert "not promoted" in text and "0.6050" in text and "0.6000" in text  # both numbers
 
     better = trained_version(tmp_path, "toy", 3, 0.70, "split-a")
-    assert settle(client, name, better, CFG).promote
+    assert settle(client, name, better, CFG)[0].promote
     assert champion_version(client, "toy") == better.version
 
     elsewhere = trained_version(tmp_path, "toy", 4, 0.95, "split-b")
-    decision = settle(client, name, elsewhere, CFG)
+    decision, _ = settle(client, name, elsewhere, CFG)
     assert not decision.promote and "different test splits" in decision.why
     assert champion_version(client, "toy") == better.version
     assert summary.read_text().count("### Promotion of `medseg-toy`") == 4

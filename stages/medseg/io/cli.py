@@ -29,11 +29,18 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
-def run_stage(main: Callable[..., None], argv: list[str] | None = None, per_dataset: bool = True) -> None:
-    """Parse arguments, load params, call ``main(dataset, params)`` (or ``main(params)``), report failures."""
+def run_stage(main: Callable[..., None], argv: list[str] | None = None, per_dataset: bool = True,
+              options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """Parse arguments, load params, call ``main(dataset, params)`` (or ``main(params)``), report failures.
+
+    ``options`` adds a command's own arguments to the parser; ``main`` then
+    also gets the parsed arguments, last.
+    """
     parser = argparse.ArgumentParser(description=(main.__doc__ or "").strip().splitlines()[0] if main.__doc__ else None)
     if per_dataset:
         parser.add_argument("dataset", help="dataset name from params.yaml")
+    if options is not None:
+        options(parser)
     parser.add_argument("--params", default="params.yaml", type=Path, help="parameters file")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -43,11 +50,12 @@ def run_stage(main: Callable[..., None], argv: list[str] | None = None, per_data
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         params = load_params(args.params)
+        extra = (args,) if options is not None else ()
         if per_dataset:
             params.dataset(args.dataset)
-            main(args.dataset, params)
+            main(args.dataset, params, *extra)
         else:
-            main(params)
+            main(params, *extra)
     except (ConfigError, DataError, StageError) as exc:
         log.error("%s", exc)
         sys.exit(1)

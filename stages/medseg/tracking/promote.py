@@ -11,9 +11,15 @@ when the candidate beats it by more than ``mlflow.promotion.margin`` on the
 same test split; scores on different test splits are never compared. Each
 decision is written as a markdown job summary, with both numbers, to
 ``$GITHUB_STEP_SUMMARY`` when set, else to stdout.
+
+Each dataset's ``Outcome`` (the candidate version and the alias holder
+after the decision) can be kept in a JSON record (``write_record``), from
+which ``tag_outcomes``, once the results are committed, writes the same
+state as git tags for DVC's model registry (``medseg.tracking.gittags``).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -26,9 +32,10 @@ from medseg.config.tracking import PromotionConfig
 from medseg.data import results
 from medseg.data.split import read_split
 from medseg.io import paths
+from medseg.io.atomic import atomic_file
 from medseg.io.errors import StageError
 
-from . import record
+from . import gittags, record
 from .registry import registered_name, version_of_run
 from .run import Tracker
 from .store import connect, find_repo_root, resolve_tracking_uri
@@ -51,6 +58,16 @@ class Score:
 class Decision:
     promote: bool
     why: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a promotion left: ``dataset``'s candidate ``version`` and the version holding ``alias`` (or None)."""
+
+    dataset: str
+    version: str
+    holder: str | None
+    alias: str
 
 
 def decide(candidate: Score, champion: Score | None, margin: float) -> Decision:
@@ -115,16 +132,21 @@ def champion_score(client, name: str, cfg: PromotionConfig) -> Score | None:
     return Score(version.version, value, run.data.tags.get(record.SPLIT_TAG))
 
 
-def promote(params: Params, dataset: str) -> Decision:
-    """Register ``dataset``'s result, move the alias if it wins, write the job summary; the decision."""
+def promote(params: Params, dataset: str) -> Outcome:
+    """Register ``dataset``'s result, move the alias if it wins, write the job summary; what it left."""
     cfg = params.mlflow.promotion
     candidate = candidate_score(dataset, candidate_version(params, dataset), cfg)
     client = connect(resolve_tracking_uri(params.mlflow, find_repo_root()))
-    return settle(client, registered_name(dataset), candidate, cfg)
+    decision, champion = settle(client, registered_name(dataset), candidate, cfg)
+    holder = candidate.version if decision.promote else champion.version if champion else None
+    return Outcome(dataset, candidate.version, holder, cfg.alias)
 
 
-def settle(client, name: str, candidate: Score, cfg: PromotionConfig) -> Decision:
-    """Compare ``candidate`` with the alias holder of ``name``, move the alias if it wins, write the summary."""
+def settle(client, name: str, candidate: Score, cfg: PromotionConfig) -> tuple[Decision, Score | None]:
+    """Compare ``candidate`` with the alias holder of ``name``, move the alias if it wins, write the summary.
+
+    The decision, and the champion it was compared with.
+    """
     champion = champion_score(client, name, cfg)
     decision = decide(candidate, champion, cfg.margin)
     if decision.promote:
@@ -132,7 +154,29 @@ def settle(client, name: str, candidate: Score, cfg: PromotionConfig) -> Decisio
     log.info("%s version %s %s @%s: %s", name, candidate.version, "takes" if decision.promote else "does not take",
              cfg.alias, decision.why)
     write_summary(summary(name, cfg, candidate, champion, decision))
-    return decision
+    return decision, champion
+
+
+# --------------------------------------------------------------------------- the record, and git tags from it
+def write_record(path: Path, outcomes: list[Outcome]) -> None:
+    with atomic_file(path) as fh:
+        json.dump([vars(outcome) for outcome in outcomes], fh, indent=1)
+
+
+def read_record(path: Path) -> list[Outcome]:
+    """The outcomes ``write_record`` kept; ``StageError`` naming the file when it is not such a record."""
+    try:
+        return [Outcome(**item) for item in json.loads(Path(path).read_text())]
+    except (OSError, ValueError, TypeError) as exc:
+        raise StageError(f"{path}: not a promotion record written by stages/promote.py --record ({exc})") from exc
+
+
+def tag_outcomes(root: Path, outcomes: list[Outcome], ref: str = "HEAD") -> list[str]:
+    """Each outcome as DVC model registry tags (``gittags.mirror``) on ``ref``; the tags made, in the summary."""
+    made = [tag for o in outcomes for tag in gittags.mirror(root, o.dataset, o.version, o.holder, o.alias, ref)]
+    listed = ", ".join(f"`{tag}`" for tag in made) or "none (every version and stage was tagged already)"
+    write_summary(f"### DVC model registry\n\nGit tags made: {listed}.\n")
+    return made
 
 
 def summary(name: str, cfg: PromotionConfig, candidate: Score, champion: Score | None, decision: Decision) -> str:
