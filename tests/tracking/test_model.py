@@ -6,7 +6,9 @@ MLflow store), then: the registered version, loaded by
 checkout on its path nor the clone, gives exactly predict's label maps; the
 version and the run carry the run key, the dataset input and the source
 tags; and the track stage, meeting a store that lacks the result, logs and
-registers the same model from the files.
+registers the same model from the files. With cross-validation (a second
+clone, three folds) the registered version is the rounds' ensemble, and it
+gives exactly the labels predict writes for the model folder.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from medseg.data.converted import ConvertedDataset
 from medseg.io import paths
 from medseg.io.images import read_image
 from medseg.model.checkpoint import load_checkpoint
-from medseg.tracking.registry import KEY_TAGS, registered_name
+from medseg.tracking.registry import CHECKPOINT_TAG, KEY_TAGS, registered_name
 from medseg.tracking.store import KIND_TAG, TRAINING_KIND
 
 pytestmark = pytest.mark.slow
@@ -59,13 +61,17 @@ def store_uri(clone: Path, name: str = "mlflow.db") -> str:
     return f"sqlite:///{clone / name}"
 
 
-@pytest.fixture(scope="module")
-def predicted(clone: Path) -> Path:
+def predict(clone: Path, model: Path) -> Path:
     """What ``stages/predict.py`` writes for the converted images."""
     output = clone / "predicted"
-    run([sys.executable, "stages/predict.py", "--model", str(paths.model_dir(DS) / "model.pt"),
-         "--input", str(paths.converted_dir(DS) / "images"), "--output", str(output)], clone)
+    run([sys.executable, "stages/predict.py", "--model", str(model), "--input",
+         str(paths.converted_dir(DS) / "images"), "--output", str(output)], clone)
     return output
+
+
+@pytest.fixture(scope="module")
+def predicted(clone: Path) -> Path:
+    return predict(clone, paths.model_dir(DS) / "model.pt")
 
 
 def batches(clone: Path) -> dict[str, list[Path]]:
@@ -79,7 +85,7 @@ def batches(clone: Path) -> dict[str, list[Path]]:
 
 
 def predict_in_fresh_process(tmp_path: Path, clone: Path, uri: str, model_uri: str) -> dict[str, np.ndarray]:
-    channels = load_checkpoint(clone / paths.model_dir(DS) / "model.pt").channels
+    channels = ConvertedDataset(clone / paths.converted_dir(DS)).channels
     groups = batches(clone)
     inputs, outputs = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
     np.savez(inputs, **{size: np.stack([read_image(p, channels, 10**8) for p in files])
@@ -148,3 +154,26 @@ def test_dvc_artifacts_get_finds_the_committed_model(clone: Path, tmp_path: Path
     got = load_checkpoint(tmp_path / "got" / "model.pt")
     assert got.classes == load_checkpoint(clone / paths.model_dir(DS) / "model.pt").classes
     assert (tmp_path / "got" / "mlflow_run.json").is_file()
+
+
+def three_folds(data: dict) -> None:
+    tiny(data)
+    data["datasets"][DS]["source"]["counts"] = {"Benign": 4, "Malignant": 4, "Normal": 4}
+    data["split"]["folds"] = 3
+
+
+def test_with_cross_validation_the_registered_model_is_the_rounds_ensemble_predict_runs(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    clone = clone_work_tree(tmp_path_factory.mktemp("model-cv"), three_folds)
+    run(["dvc", "repro"], clone)
+    rounds = [f"model_fold{r}.pt" for r in range(3)]
+    assert sorted(p.name for p in (clone / paths.model_dir(DS)).glob("*.pt")) == rounds
+    [version] = MlflowClient(tracking_uri=store_uri(clone)).search_model_versions(f"name = '{NAME}'")
+    assert version.tags[CHECKPOINT_TAG] == ",".join(rounds)
+
+    predicted = predict(clone, paths.model_dir(DS))  # the model folder: every round
+    found = predict_in_fresh_process(tmp_path, clone, store_uri(clone), f"models:/{NAME}/{version.version}")
+    assert_same_labels(found, predicted)
+    assert any(label.any() for label in found.values())

@@ -1,4 +1,7 @@
-"""Apply a trained checkpoint to new images of any size, or to a CT volume (the ``predict`` command).
+"""Apply a trained model to new images of any size, or to a CT volume (the ``predict`` command).
+
+The model is a checkpoint, or a model folder whose cross-validation rounds
+predict together (``medseg.model.ensemble``).
 
 ``input_kind(source)`` tells the inputs apart: a folder holding images, a
 NIfTI file or a DICOM series folder (a folder without images); a volume goes
@@ -34,8 +37,7 @@ from medseg.formats.samples import safe_id
 from medseg.io.atomic import atomic_dir
 from medseg.io.errors import DataError
 from medseg.io.images import display_path, read_image, write_png
-from medseg.model.checkpoint import load_checkpoint
-from medseg.model.inference import checkpoint_labels
+from medseg.model.ensemble import ensemble_labels, load_ensemble
 from medseg.model.runtime import pick_device
 from medseg.volumes.nifti import NIFTI_SUFFIXES
 
@@ -94,7 +96,7 @@ def predict_folder(model_path: Path, source: Path, output: Path, device_name: st
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
     device = pick_device(device_name)
-    ckpt = load_checkpoint(model_path, device)
+    ckpt = load_ensemble(model_path, device)
     vocabulary = list(ckpt.info.get("image_classes", []))
     rows, drawn = [], []
     with atomic_dir(output) as out:
@@ -104,7 +106,7 @@ def predict_folder(model_path: Path, source: Path, output: Path, device_name: st
             (out / PRE_ANNOTATIONS[fmt]).mkdir()
         for path in list_images(source):
             image = read_image(path, ckpt.channels, max_pixels)
-            label = checkpoint_labels(ckpt, image, device)
+            label = ensemble_labels(ckpt, image, device)
             name = safe_id(path.stem)
             write_png(out / "labels" / f"{name}.png", label)
             write_png(out / "overlays" / f"{name}.png", overlay(image, label))

@@ -6,7 +6,7 @@ axial slice into the image convert would have written, with the convert
 settings the checkpoint keeps from its dataset (``info["volume"]``: HU
 window, in-plane spacing, 1 or 3 slices as channels;
 ``medseg.volumes.convert.slice_image``), predicts each slice at its own size
-(``medseg.model.inference.predict_native``) and stacks the label maps. The
+(``medseg.model.ensemble.ensemble_labels``) and stacks the label maps. The
 labels go back onto the input's own grid: the in-plane resampling undone by
 nearest neighbour (``InPlaneGrid.label_back``), then the RAS reorientation
 (``medseg.volumes.volume.from_ras``), so the output has the input's shape
@@ -39,8 +39,7 @@ from medseg.formats.samples import safe_id
 from medseg.io.atomic import atomic_dir
 from medseg.io.errors import DataError
 from medseg.io.images import display_path, write_png
-from medseg.model.checkpoint import Checkpoint, load_checkpoint
-from medseg.model.inference import predict_native
+from medseg.model.ensemble import Ensemble, ensemble_labels, load_ensemble
 from medseg.model.runtime import pick_device
 from medseg.volumes.convert import slice_image
 from medseg.volumes.dicom import read_series
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
 OVERLAYS = 3  # slices drawn, unless the command says otherwise
 
 
-def volume_settings(ckpt: Checkpoint, model_path: Path) -> VolumeSlicing:
+def volume_settings(ckpt: Ensemble, model_path: Path) -> VolumeSlicing:
     """The convert ``volume`` settings the model was trained with; ``DataError`` naming the checkpoint if absent."""
     stored = ckpt.info.get("volume")
     if stored is None:
@@ -94,13 +93,13 @@ def volume_name(source: Path) -> str:
     return safe_id(name)
 
 
-def predict_slices(ckpt: Checkpoint, volume: Volume, grid: InPlaneGrid, slicing: VolumeSlicing,
+def predict_slices(ckpt: Ensemble, volume: Volume, grid: InPlaneGrid, slicing: VolumeSlicing,
                    device: torch.device) -> np.ndarray:
     """(x, y, z) uint8 labels on the resampled RAS grid, one prediction per axial slice."""
     labels = np.zeros((*grid.size, volume.shape[2]), np.uint8)
     for k in range(volume.shape[2]):
         image = slice_image(volume.data, k, grid, slicing)
-        label = predict_native(ckpt.model, image, ckpt.size, device, ckpt.window, ckpt.postprocess)
+        label = ensemble_labels(ckpt, image, device)
         labels[:, :, k] = image_to_voxel(label)
     return labels
 
@@ -136,7 +135,7 @@ def predict_volume(model_path: Path, source: Path, output: Path, device_name: st
                    overlays: int = OVERLAYS) -> pd.DataFrame:
     """Segment the volume at ``source`` into ``output``; return the findings table (one row)."""
     device = pick_device(device_name)
-    ckpt = load_checkpoint(model_path, device)
+    ckpt = load_ensemble(model_path, device)
     slicing = volume_settings(ckpt, model_path)
     volume = read_input(Path(source), slicing, ckpt.channels)
     grid = InPlaneGrid.for_spacing(volume.shape[:2], volume.spacing[:2], slicing.spacing)

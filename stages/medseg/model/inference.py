@@ -61,14 +61,19 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int, device
 
 
 @torch.no_grad()
-def predict_native(model: nn.Module, image: np.ndarray, size: tuple[int, int], device: torch.device,
-                   window: tuple[int, int] | None = None, post: Postprocess = PLAIN) -> np.ndarray:
-    """Label map (H, W) uint8 for one (H, W[, C]) uint8 image of any size."""
+def native_logits(model: nn.Module, image: np.ndarray, size: tuple[int, int], device: torch.device,
+                  window: tuple[int, int] | None = None, flip: bool = False) -> torch.Tensor:
+    """Float32 logits (classes, H, W) on the CPU for one (H, W[, C]) uint8 image of any size."""
     model.eval()
     fit = Fit.of(image.shape[:2], size)
     x = to_tensor(as_hwc(fit.image(image))[None]).to(device)
-    logits = fit.unfit(canvas_logits(model, x, window, post.flip_tta))
-    return post.labels(logits[0].cpu())
+    return fit.unfit(canvas_logits(model, x, window, flip))[0].cpu()
+
+
+def predict_native(model: nn.Module, image: np.ndarray, size: tuple[int, int], device: torch.device,
+                   window: tuple[int, int] | None = None, post: Postprocess = PLAIN) -> np.ndarray:
+    """Label map (H, W) uint8 for one (H, W[, C]) uint8 image of any size."""
+    return post.labels(native_logits(model, image, size, device, window, post.flip_tta))
 
 
 def checkpoint_labels(ckpt: Checkpoint, image: np.ndarray, device: torch.device) -> np.ndarray:

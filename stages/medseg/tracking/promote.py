@@ -97,7 +97,8 @@ def candidate_version(params: Params, dataset: str) -> str:
     version = version_of_run(client, registered_name(dataset), run_id)
     if version is None:  # a run logged before runs held models
         with Tracker.resume(params.mlflow, run_id, find_repo_root()) as tracker:
-            record.log_checkpoint(tracker, results.checkpoints(dataset)[0])
+            for checkpoint in results.checkpoints(dataset):
+                record.log_checkpoint(tracker, checkpoint)
         version = version_of_run(client, registered_name(dataset), run_id)
     if version is None:
         raise StageError(f"run {run_id} of {dataset}: its model could not be registered (see the warning above)")

@@ -1,16 +1,19 @@
 """A checkpoint as an MLflow model: ``mlflow.pyfunc.load_model(uri).predict(images)`` gives predict's label maps.
 
-``SegmentationModel`` wraps one checkpoint file (an artifact of the model)
-and the project's own code (``medseg``, copied in as the model's code path),
+``SegmentationModel`` wraps one checkpoint file, or the checkpoints of every
+cross-validation round predicting together (``medseg.model.ensemble``), as
+the model's artifacts (``checkpoint``, ``checkpoint_fold<r>``), and the
+project's own code (``medseg``, copied in as the model's code path),
 so a fresh process, or ``mlflow models serve``, needs neither this checkout
 nor ``params.yaml``. ``predict`` takes a batch of same-sized uint8 images,
 (N, H, W) for a grey model and (N, H, W, C) for a C-channel one, as
 ``medseg.io.images.read_image`` decodes them, and returns (N, H, W) uint8
 class indices at the images' own size: per image exactly what
-``stages/predict.py`` writes to ``labels/`` (both call
-``medseg.model.inference.checkpoint_labels``). Images of different sizes go
-in separate calls. ``log_pyfunc`` logs such a model into a run (named
-``segmenter``, ``segmenter_fold<r>``: ``model_name``) with its signature, an
+``stages/predict.py`` writes to ``labels/`` for the same checkpoint or
+model folder (both call ``medseg.model.ensemble.ensemble_labels``). Images
+of different sizes go in separate calls. ``log_pyfunc`` logs such a model
+into a run (named ``segmenter``, ``segmenter_fold<r>``: ``model_name``; an
+ensemble is ``segmenter``) with its signature, an
 input example and pinned requirements, inside ``store_of`` the run's store.
 Imports MLflow: import this module only where a run is open.
 """
@@ -47,16 +50,19 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         import torch
 
         from medseg.model.checkpoint import load_checkpoint
+        from medseg.model.ensemble import Ensemble
 
         self.device = torch.device("cpu")
-        self.ckpt = load_checkpoint(Path(context.artifacts[CHECKPOINT]), self.device)
+        members = [load_checkpoint(Path(path), self.device) for key, path in sorted(context.artifacts.items())
+                   if key.startswith(CHECKPOINT)]
+        self.ensemble = Ensemble.of(members, "the model's artifacts")
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         """(N, H, W[, C]) uint8 images -> (N, H, W) uint8 label maps."""
-        from medseg.model.inference import checkpoint_labels
+        from medseg.model.ensemble import ensemble_labels
 
-        images = check_batch(np.asarray(model_input), self.ckpt.channels)
-        labels = [checkpoint_labels(self.ckpt, image, self.device) for image in images]
+        images = check_batch(np.asarray(model_input), self.ensemble.channels)
+        labels = [ensemble_labels(self.ensemble, image, self.device) for image in images]
         return np.stack(labels) if labels else np.zeros((0, *images.shape[1:3]), np.uint8)
 
 
@@ -102,16 +108,25 @@ def model_name(checkpoint: Path) -> str:
     return MODEL_NAME + Path(checkpoint).stem.removeprefix("model")
 
 
-def log_pyfunc(run_id: str, checkpoint: Path, tags: dict[str, str]) -> str:
-    """Log ``checkpoint`` as the MLflow model ``model_name(checkpoint)`` of run ``run_id``; its ``models:/`` URI.
+def artifact_key(checkpoint: Path) -> str:
+    """``model.pt`` -> ``checkpoint``, ``model_fold0.pt`` -> ``checkpoint_fold0``."""
+    return CHECKPOINT + Path(checkpoint).stem.removeprefix("model")
 
-    Inside ``store_of`` the run's store and experiment.
+
+def log_pyfunc(run_id: str, checkpoints: list[Path], tags: dict[str, str]) -> str:
+    """Log ``checkpoints`` as one MLflow model of run ``run_id``; its ``models:/`` URI.
+
+    One checkpoint is named for itself (``model_name``), several (the rounds
+    of a cross-validation, predicting together) ``segmenter``. Inside
+    ``store_of`` the run's store and experiment.
     """
     from medseg.model.checkpoint import load_checkpoint
 
-    channels = load_checkpoint(checkpoint).channels
-    info = Model.log(artifact_path=None, name=model_name(checkpoint), flavor=mlflow.pyfunc, run_id=run_id,
-                     python_model=SegmentationModel(), artifacts={CHECKPOINT: str(checkpoint)},
+    channels = load_checkpoint(checkpoints[0]).channels
+    name = model_name(checkpoints[0]) if len(checkpoints) == 1 else MODEL_NAME
+    info = Model.log(artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id,
+                     python_model=SegmentationModel(),
+                     artifacts={artifact_key(path): str(path) for path in checkpoints},
                      code_paths=[str(Path(medseg.__file__).parent)], signature=signature(channels),
                      input_example=input_example(channels), pip_requirements=requirements(), tags=tags)
     return info.model_uri

@@ -16,8 +16,11 @@ saw (``data_hash``) and a hash of the params sections that shaped them
   ``progress/``, and ``eval.json``, ``per_image.csv``, ``overlays.png``
   under ``evaluation/``;
 - every checkpoint also as an MLflow model named for it (``segmenter``,
-  ``segmenter_fold0``, ...: ``medseg.tracking.pyfunc``), the first round's
-  registered as a version of ``medseg-<dataset>`` (``medseg.tracking.registry``);
+  ``segmenter_fold0``, ...: ``medseg.tracking.pyfunc``); what ``predict``
+  runs on the model folder is registered as a version of ``medseg-<dataset>``
+  (``medseg.tracking.registry``): the fixed split's checkpoint, or with
+  cross-validation every round's together (``registered_members``), logged
+  as ``segmenter`` once the last round's checkpoint is;
 - the training data as a run input (``medseg.tracking.inputs``: digest = data hash);
 - the tag ``test_split.digest`` (``split_digest``): which images were tested,
   so promotion never compares scores of different test sets.
@@ -57,8 +60,6 @@ if TYPE_CHECKING:
 
 CHECKPOINTS, PROGRESS, EVALUATION = "model", "progress", "evaluation"  # artifact folders of a run
 SPLIT_TAG = "test_split.digest"
-# The checkpoint that becomes the registered version: the fixed split's model, or the first round's.
-REGISTERED = (Round().checkpoint, Round(0).checkpoint)
 
 
 # --------------------------------------------------------------------------- the key
@@ -79,11 +80,16 @@ def params_hash(dataset: str, params: Params, plan: Plan) -> str:
     return hashlib.sha256(shaping.encode()).hexdigest()[:16]
 
 
+def split_rounds(split: pd.DataFrame) -> list[Round]:
+    """The rounds of a split table: the fixed split, or one per fold."""
+    folds = split["fold"].astype(int)
+    return rounds(int(folds.max()) + 1 if (folds >= 0).any() else 0)
+
+
 def split_digest(split: pd.DataFrame) -> str:
     """Hash of which originals each round tests (``Round.select``): equal digests, the same test images."""
-    folds = split["fold"].astype(int)
     digest = hashlib.sha256()
-    for round_ in rounds(int(folds.max()) + 1 if (folds >= 0).any() else 0):
+    for round_ in split_rounds(split):
         for image in sorted(round_.select(split)["test"]["id"]):
             digest.update(f"{round_.key}:{image}\n".encode())
     return digest.hexdigest()[:16]
@@ -134,8 +140,26 @@ def log_training_summary(tracker: Tracker, summary: Mapping[str, Any], progress:
         tracker.log_artifact(progress, PROGRESS)
 
 
+def registered_members(path: Path, dataset: str) -> list[Path] | None:
+    """The checkpoints of the registered version when ``path`` is the last of them, else ``None``.
+
+    Every round of ``dataset``'s split table, in the folder of ``path``: what
+    ``predict`` runs on that folder (``medseg.model.ensemble``).
+    """
+    if path.name == Round().checkpoint:  # the fixed split's one model
+        return [path]
+    names = [round_.checkpoint for round_ in split_rounds(read_split(paths.split_file(dataset)))]
+    if path.name != names[-1]:
+        return None
+    members = [path.parent / name for name in names]
+    missing = [p.name for p in members if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path.parent}: lacks {missing} of the rounds to register together")
+    return members
+
+
 def log_checkpoint(tracker: Tracker, path: Path) -> None:
-    """The checkpoint as an artifact and as an MLflow model; the first round's also as a registered version."""
+    """The checkpoint as an artifact and as an MLflow model; the registered version once its last member is logged."""
     path = Path(path)
     tracker.log_artifact(path, CHECKPOINTS)
 
@@ -144,11 +168,13 @@ def log_checkpoint(tracker: Tracker, path: Path) -> None:
 
         run = client.get_run(run_id)
         tags = {name: value for name, value in run.data.tags.items() if name in KEY_TAGS}
-        tags[CHECKPOINT_TAG] = path.name
+        members = registered_members(path, tags["dataset"])
         with store_of(tracker.uri, run.info.experiment_id):
-            uri = log_pyfunc(run_id, path, tags)
-            if path.name in REGISTERED:
-                register(client, uri, run_id, tags)
+            uri = log_pyfunc(run_id, [path], {**tags, CHECKPOINT_TAG: path.name})
+            if members is not None:
+                together = {**tags, CHECKPOINT_TAG: ",".join(p.name for p in members)}
+                register(client, uri if len(members) == 1 else log_pyfunc(run_id, members, together), run_id,
+                         together)
 
     tracker.call(f"log model {path.stem}", log)
 
