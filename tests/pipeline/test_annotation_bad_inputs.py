@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_bad_inputs import CONVERTED, assert_absent, assert_refused, profile, stage, write_params
+from test_bad_inputs import CONVERTED, assert_convert_refuses, profile, stage, write_params
 
 from conftest import ramp, save
 
@@ -94,13 +94,7 @@ CASES = [
 @pytest.mark.parametrize(("build", "expected"), CASES)
 def test_convert_refuses_bad_annotations(tmp_path: Path, build: Callable[[Path], dict],
                                          expected: tuple[str, ...]) -> None:
-    src, work = tmp_path / "src", tmp_path / "work"
-    convert = build(src)
-    write_params(work, profile({"kind": "local", "path": str(src)}, **convert))
-    fetched = stage(work, "fetch")
-    assert fetched.returncode == 0, fetched.stderr
-    assert_refused(stage(work, "convert"), expected)
-    assert_absent(work, CONVERTED)
+    assert_convert_refuses(tmp_path, build, expected)
 
 
 def test_a_good_coco_file_converts_through_the_stage(tmp_path: Path) -> None:

@@ -295,8 +295,8 @@ CONVERT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("build", "expected"), CONVERT_CASES)
-def test_convert_refuses(tmp_path: Path, build: Callable[[Path], dict], expected: tuple[str, ...]) -> None:
+def assert_convert_refuses(tmp_path: Path, build: Callable[[Path], dict], expected: tuple[str, ...]) -> None:
+    """``build`` writes a local source and returns its convert params: fetch succeeds, convert is refused."""
     src, work = tmp_path / "src", tmp_path / "work"
     convert = build(src)
     write_params(work, profile({"kind": "local", "path": str(src)}, **convert))
@@ -304,6 +304,11 @@ def test_convert_refuses(tmp_path: Path, build: Callable[[Path], dict], expected
     assert fetched.returncode == 0, fetched.stderr
     assert_refused(stage(work, "convert"), expected)
     assert_absent(work, CONVERTED)
+
+
+@pytest.mark.parametrize(("build", "expected"), CONVERT_CASES)
+def test_convert_refuses(tmp_path: Path, build: Callable[[Path], dict], expected: tuple[str, ...]) -> None:
+    assert_convert_refuses(tmp_path, build, expected)
 
 
 def test_odd_file_names_convert_to_safe_names(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from .base import Strict
 from .sources import Source
@@ -122,11 +122,15 @@ class PaletteAnnotation(Strict):
         return set(self.indices)
 
 
-def _under_root(v: str | None) -> str | None:
-    path = PurePosixPath(v) if v is not None else None
-    if path is not None and (not str(v) or path.is_absolute() or ".." in path.parts or "\\" in v):
+def _under_root(v: str) -> str:
+    path = PurePosixPath(v)
+    if not v or path.is_absolute() or ".." in path.parts or "\\" in v:
         raise ValueError(f"{v!r} must be a path under the dataset root, without '..'")
     return v
+
+
+# A path field of an annotation format: relative, under the dataset root.
+UnderRoot = Annotated[str, AfterValidator(_under_root)]
 
 
 class _Instances(Strict):
@@ -156,14 +160,9 @@ class CocoAnnotation(_Instances):
     """
 
     format: Literal["coco"]
-    file: str = Field(description="the JSON, a path under the dataset root")
-    images: str = "images"
+    file: UnderRoot = Field(description="the JSON, a path under the dataset root")
+    images: UnderRoot = "images"
     crowd: Literal["include", "skip"] = "include"
-
-    @field_validator("file", "images")
-    @classmethod
-    def _paths(cls, v: str) -> str:
-        return _under_root(v)
 
 
 class LabelmeAnnotation(_Instances):
@@ -176,14 +175,9 @@ class LabelmeAnnotation(_Instances):
     """
 
     format: Literal["labelme"]
-    folder: str = "."
-    images: str | None = Field(None, description="folder of the images, to find those without a JSON")
+    folder: UnderRoot = "."
+    images: UnderRoot | None = Field(None, description="folder of the images, to find those without a JSON")
     unfillable: Literal["error", "ignore"] = "error"
-
-    @field_validator("folder", "images")
-    @classmethod
-    def _paths(cls, v: str | None) -> str | None:
-        return _under_root(v)
 
 
 class CvatAnnotation(_Instances):
@@ -195,14 +189,9 @@ class CvatAnnotation(_Instances):
     """
 
     format: Literal["cvat"]
-    file: str = "annotations.xml"
-    images: str = "images"
+    file: UnderRoot = "annotations.xml"
+    images: UnderRoot = "images"
     unfillable: Literal["error", "ignore"] = "error"
-
-    @field_validator("file", "images")
-    @classmethod
-    def _paths(cls, v: str) -> str:
-        return _under_root(v)
 
 
 InstanceAnnotation = CocoAnnotation | LabelmeAnnotation | CvatAnnotation
