@@ -11,6 +11,7 @@ from .augment import AugmentConfig
 from .base import AUTO, Auto, ConfigError, Strict, unresolved
 from .convert import (
     BIT_DEPTH_RULES,
+    IGNORE_KEYS,
     AulAnnotation,
     BinaryAnnotation,
     BitDepth,
@@ -20,6 +21,7 @@ from .convert import (
     DatasetConfig,
     FolderLayout,
     GreyAnnotation,
+    IgnoreLabel,
     ImageClassRule,
     InstanceAnnotation,
     LabelmeAnnotation,
@@ -51,7 +53,8 @@ __all__ = [
     "unresolved", "MODEL_NAMES", "NORMS", "PARAMS_FILE", "SEMI_METHODS", "SemiSupervised", "StrongView",
     "ArchiveLimits", "AuditConfig", "AugmentConfig", "AulAnnotation", "BIT_DEPTH_RULES", "BinaryAnnotation",
     "BitDepth", "ConfigError", "ConvertConfig", "DatasetConfig", "EvaluateConfig", "FolderLayout", "GreyAnnotation",
-    "ImageClassRule", "LocalSource", "MlflowConfig", "ModelConfig", "OutlineAnnotation", "PaletteAnnotation", "Params",
+    "IGNORE_KEYS", "IgnoreLabel", "ImageClassRule",
+    "LocalSource", "MlflowConfig", "ModelConfig", "OutlineAnnotation", "PaletteAnnotation", "Params",
     "RemoteFile", "CocoAnnotation", "CvatAnnotation", "InstanceAnnotation", "LabelmeAnnotation",
     "RgbAnnotation", "SplitConfig", "Strict", "SyntheticSource", "TrainConfig", "UrlSource", "ZenodoSource",
     "DicomAnnotation", "NiftiAnnotation", "VolumeSlicing",

@@ -352,6 +352,66 @@ class BitDepth(Strict):
     rule: BitDepthRule = "refuse"
 
 
+class IgnoreLabel(Strict):
+    """Pixels that are no class: left out of the loss and of every metric (a VOC-style 255 border, "unsure").
+
+    One key, the one the annotation format names its classes with:
+    ``value`` for ``grey`` (a grey level, snapped like the class values),
+    ``palette`` (an index) and ``binary`` (a mask value matched exactly,
+    before the threshold); ``color`` (RGB) for ``rgb``; ``labels`` (category
+    / label names of the file) for ``coco``, ``labelme`` and ``cvat``, whose
+    regions are ignored wherever they lie (over any class). Convert stores
+    these pixels as ``medseg.data.converted.IGNORE`` (255) in the label map.
+    """
+
+    value: int | None = Field(None, ge=0, le=255, description="grey, palette, binary: the mask value")
+    color: tuple[int, int, int] | None = Field(None, description="rgb: the colour, RGB order")
+    labels: list[str] = Field([], description="coco, labelme, cvat: names in the annotation file")
+
+    @field_validator("color")
+    @classmethod
+    def _rgb(cls, v: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if v is not None and any(not 0 <= c <= 255 for c in v):
+            raise ValueError(f"must be 0..255 per channel, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_key(self) -> IgnoreLabel:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("give exactly one of value (grey, palette, binary), color (rgb) or labels (coco, "
+                             f"labelme, cvat); got {sorted(self.model_fields_set) or 'none'}")
+        if "labels" in self.model_fields_set and not self.labels:
+            raise ValueError("labels: name at least one category / label of the annotation file")
+        return self
+
+    @property
+    def key(self) -> str:
+        return next(iter(self.model_fields_set))
+
+
+# The key of ``ignore`` each annotation format takes (formats not listed have no ignore label).
+IGNORE_KEYS = {"grey": "value", "palette": "value", "binary": "value", "rgb": "color", "coco": "labels",
+               "labelme": "labels", "cvat": "labels"}
+
+
+def _ignore_collision(ann: Any, ignore: IgnoreLabel) -> str | None:
+    """Why ``ignore`` cannot be told apart from a class of ``ann``, or ``None``."""
+    if isinstance(ann, GreyAnnotation | PaletteAnnotation):
+        table = ann.values if isinstance(ann, GreyAnnotation) else ann.indices
+        same = [name for name, v in table.items() if v == ignore.value]
+        kind = "grey value" if isinstance(ann, GreyAnnotation) else "palette index"
+        return f"value {ignore.value} is the {kind} of class {same[0]!r}" if same else None
+    if isinstance(ann, BinaryAnnotation):
+        return "value 0 is the background of a binary mask" if ignore.value == 0 else None
+    if isinstance(ann, RgbAnnotation):
+        same = [name for name, rgb in ann.colors.items() if tuple(rgb) == tuple(ignore.color)]
+        return f"color {list(ignore.color)} is the colour of class {same[0]!r}" if same else None
+    mapped = [name for name in ignore.labels if name in ann.labels]
+    if mapped:
+        return f"labels: {mapped[0]!r} is mapped to class {ann.labels[mapped[0]]!r} in annotation.labels"
+    return None
+
+
 class ConvertConfig(Strict):
     """How the convert stage reads one dataset: annotation format, classes, pairing, groups."""
 
@@ -365,6 +425,7 @@ class ConvertConfig(Strict):
     max_pixels: int = Field(40_000_000, gt=0)
     bit_depth: BitDepth = BitDepth()
     volume: VolumeSlicing = Field(VolumeSlicing(), description="volume formats: how slices become images")
+    ignore: IgnoreLabel | None = Field(None, description="pixels of no class, left out of the loss and the metrics")
 
     @property
     def is_instances(self) -> bool:
@@ -397,6 +458,8 @@ class ConvertConfig(Strict):
         unknown = sorted(self.annotation.pixel_classes() - set(self.classes))
         if unknown:
             raise ValueError(f"annotation: unknown class {unknown[0]!r}; classes are {self.classes}")
+        if self.ignore is not None:
+            self._consistent_ignore()
         if self.is_volume:
             return self._consistent_volume()
         if "volume" in self.model_fields_set:
@@ -412,6 +475,21 @@ class ConvertConfig(Strict):
         if self.image_class.source == "folder" and not (self.layout and self.layout.class_folders):
             raise ValueError("image_class.source: 'folder' needs layout.class_folders")
         return self
+
+    def _consistent_ignore(self) -> None:
+        fmt, key = self.annotation.format, IGNORE_KEYS.get(self.annotation.format)
+        if key is None:
+            raise ValueError(f"ignore: not supported with format {fmt!r}; formats with an ignore label: "
+                             f"{', '.join(sorted(IGNORE_KEYS))}")
+        if self.ignore.key != key:
+            raise ValueError(f"ignore: format {fmt!r} takes ignore.{key}, not ignore.{self.ignore.key}")
+        collision = _ignore_collision(self.annotation, self.ignore)
+        if collision is not None:
+            raise ValueError(f"ignore.{collision}; the ignore label must differ from every class")
+        if key == "labels":
+            named = [name for name in self.ignore.labels if name in self.classes]
+            if named:
+                raise ValueError(f"ignore.labels: {named[0]!r} is a class name; an ignored label cannot be a class")
 
     def _consistent_volume(self) -> ConvertConfig:
         fmt = self.annotation.format

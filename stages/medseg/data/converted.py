@@ -4,15 +4,18 @@ On disk:
 
 - ``images/<id>.png``: 8-bit grey or RGB, as the dataset's ``channels`` say;
 - ``labels/<id>.png``: uint8 class indices in the order of ``classes`` (0 = background);
+  where the dataset declares an ignore label (``convert.ignore``), its pixels
+  hold ``IGNORE`` (255, never a class index: at most 255 classes);
 - ``manifest.csv``: one row per image, sorted by id: ``id, group, image_class,
   image, label, height, width, source_image, source_mask, published_split``
   (train, valid or test as the dataset was published, empty when it came
   unsplit; manifests written before it read as empty) and ``px_<class>``
-  (pixels per class); a dataset sliced from volumes adds ``volume, slice,
+  (pixels per class), and with an ignore label ``ignore_pixels``; a dataset sliced from volumes adds ``volume, slice,
   spacing_x, spacing_y, spacing_z`` (the slice's volume id and z index, and
   its voxel size in mm) and writes ``volumes.json`` (``medseg.data.volumes``);
 - ``report.json``: ``classes``, ``channels``, counts, skipped files, snapped
-  pixels, quirks applied (see ``medseg.formats.convert``).
+  pixels, quirks applied (see ``medseg.formats.convert``); with an ignore
+  label ``ignore_label`` (= ``IGNORE``) and ``ignore_pixels``.
 
 The writer side (``create``, ``write_sample``, ``manifest_row``,
 ``write_manifest``, ``write_report``) and the reader (``ConvertedDataset``)
@@ -41,7 +44,15 @@ COLUMNS = ("id", "group", "image_class", "image", "label", "height", "width", "s
            "published_split")
 VOLUME_COLUMNS = ("volume", "slice", "spacing_x", "spacing_y", "spacing_z")
 _TEXT_COLUMNS = ("id", "group", "image_class", "published_split", "volume")
+IGNORE = 255  # the label value of ignored pixels: no class, left out of the loss and every metric
+IGNORE_COLUMN = "ignore_pixels"
 _MISSING = "not found (run the convert stage first)"
+
+
+def class_counts(label: np.ndarray, n_classes: int) -> tuple[np.ndarray, int]:
+    """Pixels of each class in a label map, and its ignored pixels (``IGNORE``)."""
+    counts = np.bincount(label.ravel(), minlength=max(n_classes, IGNORE + 1))
+    return counts[:n_classes], int(counts[IGNORE])
 
 
 # --------------------------------------------------------------------------- writing
@@ -59,13 +70,14 @@ def write_sample(out: Path, sid: str, image: np.ndarray, label: np.ndarray) -> N
 
 def manifest_row(sid: str, group: str, image_class: str, shape: tuple[int, int], source_image: str,
                  source_mask: str, pixels: Sequence[int], classes: Sequence[str],
-                 published_split: str = "") -> dict[str, Any]:
+                 published_split: str = "", ignored: int | None = None) -> dict[str, Any]:
     """The manifest row of a sample written by ``write_sample``; ``published_split``: '' unless the dataset
-    came split."""
+    came split; ``ignored``: its ignored pixels, for a dataset with an ignore label."""
+    extra = {} if ignored is None else {IGNORE_COLUMN: int(ignored)}
     return {"id": sid, "group": group, "image_class": image_class, "image": f"{IMAGES}/{sid}.png",
             "label": f"{LABELS}/{sid}.png", "height": shape[0], "width": shape[1], "source_image": source_image,
             "source_mask": source_mask, "published_split": published_split,
-            **{f"px_{name}": int(n) for name, n in zip(classes, pixels, strict=True)}}
+            **{f"px_{name}": int(n) for name, n in zip(classes, pixels, strict=True)}, **extra}
 
 
 def volume_columns(volume: str, slice_index: int, spacing: Sequence[float]) -> dict[str, Any]:
@@ -102,6 +114,11 @@ class ConvertedDataset:
         return int(self.report["channels"])
 
     @property
+    def ignore(self) -> bool:
+        """Whether label maps may hold ``IGNORE`` (the dataset declares an ignore label)."""
+        return self.report.get("ignore_label") == IGNORE
+
+    @property
     def ids(self) -> list[str]:
         return list(self.manifest["id"])
 
@@ -125,7 +142,7 @@ class ConvertedDataset:
         return SampleFiles(id=sid, group=str(row["group"]), image_class=str(row["image_class"]),
                            image=self.root / row["image"], label=self.root / row["label"],
                            height=int(row["height"]), width=int(row["width"]), n_classes=len(self.classes),
-                           channels=self.channels)
+                           channels=self.channels, ignore=self.ignore)
 
     def samples(self) -> list[SampleFiles]:
         """Every sample, by id."""
@@ -149,6 +166,7 @@ class SampleFiles:
     width: int
     n_classes: int
     channels: int
+    ignore: bool = False  # label maps may hold IGNORE
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """Image (H, W) or (H, W, 3) RGB and label (H, W), both uint8; ``DataError`` if anything is off."""
@@ -161,8 +179,9 @@ class SampleFiles:
         if label.shape != image.shape[:2] or label.shape != (self.height, self.width):
             raise DataError(self.label, f"size {label.shape} differs from image {image.shape[:2]} "
                                         f"or manifest {(self.height, self.width)}")
-        if int(label.max()) >= self.n_classes:
-            bad = sorted(set(np.unique(label).tolist()) - set(range(self.n_classes)))
+        allowed = set(range(self.n_classes)) | ({IGNORE} if self.ignore else set())
+        if int(label.max()) >= self.n_classes and not allowed.issuperset(np.unique(label).tolist()):
+            bad = sorted(set(np.unique(label).tolist()) - allowed)
             raise DataError(self.label, f"label values {bad} outside the {self.n_classes} classes "
                                         f"(0..{self.n_classes - 1})")
         return image, label

@@ -33,7 +33,7 @@ from medseg.config.convert import IMAGE_EXTS
 from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
-from .instances import Instance, class_of, flat_points, read_json, unknown_label
+from .instances import Instance, check_ignored_names, class_of, flat_points, read_json, unknown_label
 from .polygons import Region
 from .samples import Discovery, Sample, safe_id
 
@@ -86,7 +86,7 @@ def _segmentation(a: dict, where: str, class_id: int) -> list[Instance]:
 
 
 def _annotations(data: dict, images: dict[int, dict], categories: dict[int, str], ann: CocoAnnotation,
-                 classes: list[str], path: Path) -> tuple[dict, dict, list[DataError], int]:
+                 classes: list[str], path: Path, ignore: Sequence[str]) -> tuple[dict, dict, list[DataError], int]:
     """Instances per image id, the first problem per image id, problems without an image, crowd regions skipped."""
     found: dict[int, list[Instance]] = defaultdict(list)
     bad: dict[int, DataError] = {}
@@ -104,7 +104,7 @@ def _annotations(data: dict, images: dict[int, dict], categories: dict[int, str]
         found.setdefault(a["image_id"], [])
         name = categories.get(a.get("category_id"))
         where = f"annotation {aid} (image {image['file_name']!r}, category {name!r})"
-        class_id = class_of(name, ann.labels, classes)
+        class_id = class_of(name, ann.labels, classes, ignore)
         try:
             if name is None:
                 raise ValueError(f"annotation {aid}: category_id {a.get('category_id')!r} is not in 'categories'")
@@ -119,7 +119,8 @@ def _annotations(data: dict, images: dict[int, dict], categories: dict[int, str]
     return found, bad, orphans, skipped
 
 
-def discover_coco(root: Path, ann: CocoAnnotation, classes: list[str]) -> Discovery:
+def discover_coco(root: Path, ann: CocoAnnotation, classes: list[str], ignore: Sequence[str] = ()) -> Discovery:
+    """The samples of a COCO file; ``ignore``: category names whose regions are ignored pixels."""
     path = root / ann.file
     data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
@@ -128,8 +129,9 @@ def discover_coco(root: Path, ann: CocoAnnotation, classes: list[str]) -> Discov
                                             "'annotations' and 'categories' lists")
     folder = root / ann.images
     images = _images(data["images"], folder, path)
-    found, bad, problems, crowd = _annotations(data, images, _categories(data["categories"], path), ann, classes,
-                                               path)
+    categories = _categories(data["categories"], path)
+    check_ignored_names(ignore, categories.values(), path, "category")
+    found, bad, problems, crowd = _annotations(data, images, categories, ann, classes, path, ignore)
     samples = []
     for image_id, im in sorted(images.items(), key=lambda kv: kv[1]["file_name"]):
         file, shown = im["file"], display_path(Path(ann.images) / im["file_name"])

@@ -79,7 +79,7 @@ def _decode(path: Path, sample: Sample, shape: tuple[int, int], cfg: ConvertConf
     if stored.shape != shape:
         raise DataError(display_path(path), f"mask is {stored.shape[1]}x{stored.shape[0]} but image "
                                             f"{display_path(sample.image.name)} is {shape[1]}x{shape[0]}")
-    return decode_mask(stored, cfg.annotation, cfg.classes, path)
+    return decode_mask(stored, cfg.annotation, cfg.classes, path, cfg.ignore)
 
 
 def _instances_label(sample: Sample, shape: tuple[int, int], cfg: ConvertConfig) -> np.ndarray:
@@ -103,13 +103,14 @@ def convert_sample(sample: Sample, cfg: ConvertConfig, out: Path, raw: Path) -> 
     else:
         decoded = merge_masks([(_decode(path, sample, shape, cfg), path) for path in sample.masks], cfg.classes)
         label, snapped, outliers = decoded.label, decoded.snapped, decoded.outliers
-    counts = np.bincount(label.ravel(), minlength=len(cfg.classes))
+    counts, ignored = converted.class_counts(label, len(cfg.classes))
     converted.write_sample(out, sample.id, image, label)
     row = converted.manifest_row(
         sample.id, sample.group, _image_class(label, sample, cfg, counts), shape,
         source_image=display_path(sample.image.relative_to(raw)),
         source_mask=";".join(display_path(m.relative_to(raw)) for m in (*sample.masks, *_annotation(sample))),
-        pixels=counts, classes=cfg.classes, published_split=sample.published_split)
+        pixels=counts, classes=cfg.classes, published_split=sample.published_split,
+        ignored=ignored if cfg.ignore is not None else None)
     return Converted(row, snapped, quirk, len(sample.masks), scaled, outliers, len(sample.instances))
 
 
@@ -186,4 +187,15 @@ def _report(done: list[Converted], problems: list[DataError], notes: list[str], 
         "skipped": [{"file": str(p.path), "problem": p.problem} for p in problems],
         "quirks": sorted(c.quirk for c in done if c.quirk),
         "notes": notes,
+        **_ignore_report(cfg, manifest),
     }
+
+
+def _ignore_report(cfg: ConvertConfig, manifest: pd.DataFrame) -> dict:
+    """With an ignore label: its value in the label maps, its pixels, and the images that have some."""
+    if cfg.ignore is None:
+        return {}
+    per_image = manifest.set_index("id")[converted.IGNORE_COLUMN]
+    return {"ignore_label": converted.IGNORE, "ignore": cfg.ignore.model_dump(exclude_unset=True),
+            "ignore_pixels": int(per_image.sum()),
+            "ignore_images": {sid: int(n) for sid, n in per_image.items() if n}}

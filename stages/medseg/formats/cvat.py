@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
 from .coco import inside
-from .instances import Instance, class_of, unknown_label
+from .instances import Instance, check_ignored_names, class_of, unknown_label
 from .polygons import Region
 from .samples import Discovery, Sample, safe_id
 
@@ -111,14 +112,14 @@ _READERS = {"polygon": _polygon, "box": _box, "ellipse": _ellipse}
 
 
 def _instances(image: ET.Element, name: str, ann: CvatAnnotation, classes: list[str],
-               ignored: Counter) -> list[Instance]:
+               ignored: Counter, ignore: Sequence[str]) -> list[Instance]:
     found = []
     for k, el in enumerate(image, start=1):
         if el.tag == "tag":
             continue
         label = el.attrib.get("label")
         where = f"image {name!r}, {el.tag} {k} ({label!r})"
-        class_id = class_of(label, ann.labels, classes)
+        class_id = class_of(label, ann.labels, classes, ignore)
         if class_id is None:
             raise ValueError(f"{where}: {unknown_label(label, ann.labels, classes)}")
         if el.tag in UNFILLABLE:
@@ -151,15 +152,20 @@ def _parse(path: Path) -> ET.Element:
     return top
 
 
-def discover_cvat(root: Path, ann: CvatAnnotation, classes: list[str]) -> Discovery:
+def discover_cvat(root: Path, ann: CvatAnnotation, classes: list[str], ignore: Sequence[str] = ()) -> Discovery:
+    """The samples of a CVAT XML; ``ignore``: label names whose shapes are ignored pixels."""
     path = root / ann.file
     top = _parse(path)
+    if ignore:
+        listed = [el.text or "" for el in top.iterfind("meta/*/labels/label/name")]
+        used = {el.attrib.get("label", "") for image in top.iter("image") for el in image}
+        check_ignored_names(ignore, listed or used, path, "label")
     samples, problems, ignored = [], [], Counter()
     for image in top.iter("image"):
         name = image.attrib.get("name", "")
         try:
             size = tuple(_integer(image, k, f"image {name!r}") for k in ("width", "height"))
-            instances = _instances(image, name, ann, classes, ignored)
+            instances = _instances(image, name, ann, classes, ignored, ignore)
         except ValueError as exc:
             problems.append(DataError(display_path(path), str(exc)))
             continue

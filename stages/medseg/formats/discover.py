@@ -39,7 +39,8 @@ def discover(root: Path, cfg: ConvertConfig) -> Discovery:
     if isinstance(cfg.annotation, AulAnnotation):
         found = discover_aul(root, cfg.annotation)
     elif cfg.is_instances:
-        found = INSTANCE_FORMATS[cfg.annotation.format](root, cfg.annotation, cfg.classes)
+        ignore = cfg.ignore.labels if cfg.ignore is not None else ()
+        found = INSTANCE_FORMATS[cfg.annotation.format](root, cfg.annotation, cfg.classes, ignore)
     else:
         found = _discover_folders(root, cfg.layout)
     _assign_groups(found, cfg.group_regex)

@@ -16,7 +16,9 @@ Coordinates: COCO and CVAT place points on the continuous image plane
 (pixel ``(x, y)`` covers ``[x, x+1) x [y, y+1)``) and are filled as
 ``pycocotools`` fills them; LabelMe's points are pixel indices and are
 filled as LabelMe draws them, boundary pixels included (``cv2.fillPoly``).
-Overlaps go to the class later (or earlier) in the dataset's classes.
+Overlaps go to the class later (or earlier) in the dataset's classes; the
+regions of an ignored label (``convert.ignore.labels``) are ``IGNORE``
+wherever they lie, over any class.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from medseg.data.converted import IGNORE
 from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
@@ -66,12 +69,24 @@ def read_json(path: Path) -> object:
                                             f"column {exc.colno}") from None
 
 
-def class_of(name: object, labels: dict[str, str], classes: Sequence[str]) -> int | None:
-    """The class index of a label name (``labels`` first, then a class of that name); ``None`` if unknown."""
+def class_of(name: object, labels: dict[str, str], classes: Sequence[str], ignore: Sequence[str] = ()) -> int | None:
+    """The class index of a label name (``IGNORE`` for a name in ``ignore``, then ``labels``, then a class of that
+    name); ``None`` if unknown."""
     if not isinstance(name, str):
         return None
+    if name in ignore:
+        return IGNORE
     target = labels.get(name, name)
     return classes.index(target) if target in classes else None
+
+
+def check_ignored_names(ignore: Sequence[str], names: Iterable[str], path: Path, what: str) -> None:
+    """``DataError`` naming ``path`` when a name of ``convert.ignore.labels`` is not among the file's ``names``."""
+    known = set(names)
+    missing = [name for name in ignore if name not in known]
+    if missing:
+        raise DataError(display_path(path), f"convert.ignore.labels: {missing[0]!r} is not a {what} here; "
+                                            f"{what}s are {sorted(known)}")
 
 
 def unknown_label(name: object, labels: dict[str, str], classes: Sequence[str]) -> str:
@@ -247,14 +262,20 @@ def region_of(inst: Instance, shape: tuple[int, int], path: Path) -> np.ndarray:
 
 
 def label_map(instances: Iterable[Instance], shape: tuple[int, int], overlap: str, path: Path) -> np.ndarray:
-    """Every instance filled into one (H, W) uint8 label map; overlaps go to the ``later`` / ``earlier`` class."""
+    """Every instance filled into one (H, W) uint8 label map; overlaps go to the ``later`` / ``earlier`` class, and
+    ignored regions (``IGNORE``) cover every class."""
     label = np.zeros(shape, np.uint8)
+    ignored = np.zeros(shape, bool)
     for inst in instances:
         region = region_of(inst, shape, path)
+        if inst.class_id == IGNORE:
+            ignored |= region
+            continue
         if inst.class_id == 0:
             continue  # a region named background adds nothing
         current = label[region]
         wins = (current == 0) | ((current < inst.class_id) if overlap == "later" else (current > inst.class_id))
         current[wins] = inst.class_id
         label[region] = current
+    label[ignored] = IGNORE
     return label

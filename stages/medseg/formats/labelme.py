@@ -25,6 +25,7 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from medseg.config.convert import IMAGE_EXTS
 from medseg.io.errors import DataError
 from medseg.io.images import display_path
 
-from .instances import Instance, class_of, flat_points, read_json, unknown_label
+from .instances import Instance, check_ignored_names, class_of, flat_points, read_json, unknown_label
 from .polygons import Region
 from .samples import Discovery, Sample, safe_id
 
@@ -43,13 +44,14 @@ UNFILLABLE = ("line", "linestrip", "point", "points")
 _NO_ANNOTATION = "(annotation.unannotated: background takes it as all background)"
 
 
-def _shape(k: int, shape: object, ann: LabelmeAnnotation, classes: list[str]) -> Instance | str:
+def _shape(k: int, shape: object, ann: LabelmeAnnotation, classes: list[str], ignore: Sequence[str],
+           ) -> Instance | str:
     """The instance of one shape, or the name of its type when it fills nothing and params say ignore."""
     if not isinstance(shape, dict):
         raise ValueError(f"shape {k}: not an object")
     label, kind = shape.get("label"), shape.get("shape_type") or "polygon"
     where = f"shape {k} ({label!r}, {kind})"
-    class_id = class_of(label, ann.labels, classes)
+    class_id = class_of(label, ann.labels, classes, ignore)
     if class_id is None:
         raise ValueError(f"{where}: {unknown_label(label, ann.labels, classes)}")
     if kind in UNFILLABLE:
@@ -108,7 +110,7 @@ def _image(path: Path, data: dict, root: Path) -> tuple[Path, bytes | None]:
 
 
 def _read(path: Path, root: Path, ann: LabelmeAnnotation, classes: list[str], ignored: Counter,
-          named: set[Path]) -> Sample:
+          named: set[Path], ignore: Sequence[str] = (), seen: set[str] | None = None) -> Sample:
     """One JSON's sample; ``named`` collects the image it names, also when a shape then turns out bad."""
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
@@ -117,8 +119,10 @@ def _read(path: Path, root: Path, ann: LabelmeAnnotation, classes: list[str], ig
     named.add(image)
     instances = []
     for k, shape in enumerate(data["shapes"], start=1):
+        if seen is not None and isinstance(shape, dict) and isinstance(shape.get("label"), str):
+            seen.add(shape["label"])
         try:
-            made = _shape(k, shape, ann, classes)
+            made = _shape(k, shape, ann, classes, ignore)
         except ValueError as exc:
             raise DataError(display_path(path), str(exc)) from None
         if isinstance(made, str):
@@ -133,16 +137,19 @@ def _read(path: Path, root: Path, ann: LabelmeAnnotation, classes: list[str], ig
                   declared_size=declared, image_data=embedded)
 
 
-def discover_labelme(root: Path, ann: LabelmeAnnotation, classes: list[str]) -> Discovery:
+def discover_labelme(root: Path, ann: LabelmeAnnotation, classes: list[str], ignore: Sequence[str] = (),
+                     ) -> Discovery:
+    """The samples of a folder of LabelMe JSONs; ``ignore``: label names whose shapes are ignored pixels."""
     folder = root / ann.folder
     if not folder.is_dir():
         raise DataError(display_path(folder), "folder not found (the dataset's annotation.folder)")
-    samples, problems, ignored, named = [], [], Counter(), set()
+    samples, problems, ignored, named, seen = [], [], Counter(), set(), set()
     for path in sorted(folder.glob("*.json")):
         try:
-            samples.append(_read(path, root, ann, classes, ignored, named))
+            samples.append(_read(path, root, ann, classes, ignored, named, ignore, seen))
         except DataError as exc:
             problems.append(exc)
+    check_ignored_names(ignore, seen, folder, "shape label")
     notes = [f"{n} {kind} shape(s) left out (annotation.unfillable: ignore)" for kind, n in sorted(ignored.items())]
     if ann.images:
         images = root / ann.images

@@ -13,6 +13,11 @@ threshold, ``outline`` (closed contours drawn as ink, filled by
 ``medseg.formats.outline``), ``palette`` (indexed PNG). ``merge_masks`` joins the several
 masks of one image. AUL's polygon annotations are read by
 ``medseg.formats.aul``.
+
+With an ignore label (``convert.ignore``), its mask value (grey, palette,
+binary) or colour (rgb) becomes ``IGNORE`` in the label map: for grey and
+rgb it is one more listed value, which lossy pixels snap to as well; for
+binary it is matched exactly, before the threshold.
 """
 from __future__ import annotations
 
@@ -23,7 +28,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medseg.config import BinaryAnnotation, GreyAnnotation, OutlineAnnotation, PaletteAnnotation, RgbAnnotation
+from medseg.config import (
+    BinaryAnnotation,
+    GreyAnnotation,
+    IgnoreLabel,
+    OutlineAnnotation,
+    PaletteAnnotation,
+    RgbAnnotation,
+)
+from medseg.data.converted import IGNORE
 from medseg.io.errors import DataError
 from medseg.io.images import RawMask, display_path
 
@@ -66,9 +79,6 @@ def _snap(values: np.ndarray, counts: np.ndarray, total: int, table: np.ndarray,
     return nearest, outliers
 
 
-_UNSET = 255  # never a class index: at most 255 classes means indices 0..254
-
-
 def _pack(values: np.ndarray) -> np.ndarray:
     """Rows of 1-3 uint8 channels -> one uint32 per row."""
     packed = values[:, 0].astype(np.uint32)
@@ -82,12 +92,15 @@ def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, an
     """Decode a mask through the nearest entry of ``table`` (rows of channel values)."""
     flat = stored.reshape(-1, stored.shape[-1]) if stored.ndim == 3 else stored.reshape(-1, 1)
     packed = _pack(flat)
-    label = np.full(packed.shape, _UNSET, np.uint8)
+    label = np.zeros(packed.shape, np.uint8)
+    listed = np.zeros(packed.shape, bool)
     # Exact colours first: a few equality passes are far cheaper than sorting
     # every pixel, and lossless masks never need more.
     for code, class_id in zip(_pack(table), class_ids, strict=True):
-        label[packed == code] = class_id
-    pending = np.flatnonzero(label == _UNSET)
+        exact = packed == code
+        label[exact] = class_id
+        listed |= exact
+    pending = np.flatnonzero(~listed)
     outliers = 0
     if pending.size:
         uniq, inverse, counts = np.unique(packed[pending], return_inverse=True, return_counts=True)
@@ -98,7 +111,15 @@ def _lut_decode(stored: np.ndarray, table: np.ndarray, class_ids: np.ndarray, an
     return Decoded(label.reshape(stored.shape[:2]), int(pending.size), outliers)
 
 
-def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+def _with_ignore(table: list, ids: list[int], entry: object | None) -> tuple[np.ndarray, np.ndarray]:
+    """The lookup table and its class ids, with the ignore label's ``entry`` as one more row (``IGNORE``)."""
+    if entry is not None:
+        table, ids = [*table, entry], [*ids, IGNORE]
+    return np.array(table, np.uint8), np.array(ids)
+
+
+def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: Path,
+               ignore: IgnoreLabel | None = None) -> Decoded:
     """Colour map; colours in ``ann.colors`` are RGB (``RawMask`` is RGB too)."""
     if mask.mode == "P":
         pixels = mask.palette[mask.pixels]  # an indexed file still stores colours
@@ -107,8 +128,8 @@ def decode_rgb(mask: RawMask, ann: RgbAnnotation, classes: Sequence[str], path: 
     else:
         pixels = mask.pixels
     names = list(ann.colors)
-    table = np.array([ann.colors[n] for n in names], np.uint8)
-    ids = np.array([classes.index(n) for n in names])
+    table, ids = _with_ignore([ann.colors[n] for n in names], [classes.index(n) for n in names],
+                              None if ignore is None else ignore.color)
     return _lut_decode(pixels, table, ids, ann, path, lambda v: f"RGB{tuple(int(x) for x in v)}")
 
 
@@ -130,37 +151,46 @@ def as_grey(mask: RawMask, path: Path, allow_colour: bool) -> np.ndarray:
     return mask.pixels[..., 0]
 
 
-def decode_grey(mask: RawMask, ann: GreyAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+def decode_grey(mask: RawMask, ann: GreyAnnotation, classes: Sequence[str], path: Path,
+                ignore: IgnoreLabel | None = None) -> Decoded:
     grey = as_grey(mask, path, allow_colour=False)
     names = list(ann.values)
-    table = np.array([[ann.values[n]] for n in names], np.uint8)
-    ids = np.array([classes.index(n) for n in names])
+    table, ids = _with_ignore([[ann.values[n]] for n in names], [classes.index(n) for n in names],
+                              None if ignore is None else [ignore.value])
     return _lut_decode(grey, table, ids, ann, path, lambda v: f"grey {int(v[0])}")
 
 
-def decode_binary(mask: RawMask, ann: BinaryAnnotation, classes: Sequence[str], path: Path) -> Decoded:
-    """Threshold a two-level mask; JPEG ringing makes many near-0/255 levels."""
+def decode_binary(mask: RawMask, ann: BinaryAnnotation, classes: Sequence[str], path: Path,
+                  ignore: IgnoreLabel | None = None) -> Decoded:
+    """Threshold a two-level mask; JPEG ringing makes many near-0/255 levels. The ignore value is matched
+    exactly, before the threshold."""
     grey = as_grey(mask, path, allow_colour=True)
-    fg = grey >= ann.threshold
-    snapped = int(np.count_nonzero((grey != 0) & (grey != 255)))
-    return Decoded((fg * classes.index(ann.foreground)).astype(np.uint8), snapped)
+    ignored = grey == ignore.value if ignore is not None else np.zeros(grey.shape, bool)
+    label = ((grey >= ann.threshold) * classes.index(ann.foreground)).astype(np.uint8)
+    label[ignored] = IGNORE
+    snapped = int(np.count_nonzero((grey != 0) & (grey != 255) & ~ignored))
+    return Decoded(label, snapped)
 
 
-def decode_outline(mask: RawMask, ann: OutlineAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+def decode_outline(mask: RawMask, ann: OutlineAnnotation, classes: Sequence[str], path: Path,
+                   ignore: IgnoreLabel | None = None) -> Decoded:
     """Fill the closed outlines of a drawing (ink ``>= threshold``) with ``ann.foreground``."""
     ink = as_grey(mask, path, allow_colour=True) >= ann.threshold
     region = fill_outlines(ink, ann.holes, path, ann.close_gaps)
     return Decoded((region * classes.index(ann.foreground)).astype(np.uint8), 0)
 
 
-def decode_palette(mask: RawMask, ann: PaletteAnnotation, classes: Sequence[str], path: Path) -> Decoded:
+def decode_palette(mask: RawMask, ann: PaletteAnnotation, classes: Sequence[str], path: Path,
+                   ignore: IgnoreLabel | None = None) -> Decoded:
     if mask.mode != "P":
         raise DataError(display_path(path), f"expected an indexed (palette) PNG, got pixel mode {mask.mode!r}")
-    lut = np.full(256, 255, np.uint8)
+    lut, listed = np.zeros(256, np.uint8), np.zeros(256, bool)
     for name, index in ann.indices.items():
-        lut[index] = classes.index(name)
+        lut[index], listed[index] = classes.index(name), True
+    if ignore is not None:
+        lut[ignore.value], listed[ignore.value] = IGNORE, True
     label = lut[mask.pixels]
-    unknown = label == 255
+    unknown = ~listed[mask.pixels]
     if unknown.any():
         idx, cnt = np.unique(mask.pixels[unknown], return_counts=True)
         worst = ", ".join(f"index {int(i)} = RGB{tuple(int(x) for x in mask.palette[i])} ({int(c)} px)"
@@ -173,27 +203,32 @@ DECODERS = {"rgb": decode_rgb, "grey": decode_grey, "binary": decode_binary, "ou
             "palette": decode_palette}
 
 
-def decode_mask(mask: RawMask, ann, classes: Sequence[str], path: Path) -> Decoded:
-    """Dispatch on ``ann.format``."""
-    return DECODERS[ann.format](mask, ann, classes, path)
+def decode_mask(mask: RawMask, ann, classes: Sequence[str], path: Path, ignore: IgnoreLabel | None = None,
+                ) -> Decoded:
+    """Dispatch on ``ann.format``; ``ignore``: the dataset's ignore label (``convert.ignore``), if any."""
+    return DECODERS[ann.format](mask, ann, classes, path, ignore)
 
 
 def merge_masks(decoded: Sequence[tuple[Decoded, Path]], classes: Sequence[str]) -> Decoded:
     """One label map from several masks of one image (the union of each class's pixels).
 
     A pixel that two masks give different foreground classes raises
-    ``DataError`` naming both files.
+    ``DataError`` naming both files. A pixel one mask ignores (``IGNORE``)
+    takes the class another gives it: that mask's doubt is about its own
+    structure.
     """
     label = decoded[0][0].label.copy()
     owner = np.where(label > 0, 0, -1)
     for k, (part, path) in enumerate(decoded[1:], start=1):
-        clash = (part.label > 0) & (label > 0) & (part.label != label)
+        ignored = part.label == IGNORE
+        part_class = (part.label > 0) & ~ignored
+        clash = part_class & (label > 0) & (label != IGNORE) & (part.label != label)
         if clash.any():
             y, x = (int(c[0]) for c in np.nonzero(clash))
             other = decoded[int(owner[y, x])][1]
             raise DataError(display_path(path), f"{int(clash.sum())} pixel(s) are {classes[part.label[y, x]]!r} "
                                                 f"here but {classes[label[y, x]]!r} in {display_path(other.name)} "
                                                 f"(first at x={x}, y={y}); the masks of one image disagree")
-        fg = part.label > 0
+        fg = part_class | (ignored & (label == 0))
         label[fg], owner[fg] = part.label[fg], k
     return Decoded(label, sum(part.snapped for part, _ in decoded), sum(part.outliers for part, _ in decoded))
