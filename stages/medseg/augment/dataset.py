@@ -22,7 +22,7 @@ import numpy as np
 
 from medseg.config import AugmentConfig
 from medseg.data import shards
-from medseg.data.converted import ConvertedDataset, SampleFiles
+from medseg.data.converted import ConvertedDataset, SampleFiles, class_counts
 from medseg.data.preprocess import fit_pair
 from medseg.io.errors import DataError
 from medseg.io.images import write_png
@@ -89,7 +89,7 @@ def augment_dataset(converted: ConvertedDataset, cfg: AugmentConfig, out: Path) 
     out.mkdir(parents=True, exist_ok=True)
     sources = converted.samples()
     writer = shards.ShardWriter(out, cfg.shard_size)
-    pixels = _write_samples(sources, len(converted.classes), cfg, writer)
+    pixels, ignored = _write_samples(sources, len(converted.classes), cfg, writer)
     shards.write_manifest(out, writer.rows)
     write_png(out / shards.PREVIEW, render_preview(sources, converted.classes, cfg, cached_transform(cfg, True)))
     stats = {
@@ -101,6 +101,7 @@ def augment_dataset(converted: ConvertedDataset, cfg: AugmentConfig, out: Path) 
         "channels": converted.channels,
         "classes": converted.classes,
         "class_pixels": dict(zip(converted.classes, pixels.tolist(), strict=True)),
+        **({"ignore_pixels": ignored} if converted.ignore else {}),
         "seed": cfg.seed,
         "compressed": shards.COMPRESS,
     }
@@ -109,16 +110,17 @@ def augment_dataset(converted: ConvertedDataset, cfg: AugmentConfig, out: Path) 
 
 
 def _write_samples(sources: list[SampleFiles], n_classes: int, cfg: AugmentConfig,
-                   writer: shards.ShardWriter) -> np.ndarray:
-    """Augment every source into ``writer``; return the pixel count per class."""
-    pixels = np.zeros(n_classes, np.int64)
+                   writer: shards.ShardWriter) -> tuple[np.ndarray, int]:
+    """Augment every source into ``writer``; return the pixel count per class and the ignored pixels."""
+    pixels, ignored = np.zeros(n_classes, np.int64), 0
     if cfg.copies == 0:
-        return pixels
+        return pixels, ignored
     # closing(): after an error here, stop the workers now, not at garbage collection.
     with contextlib.closing(iter_augmented(sources, cfg)) as samples:
         for source, images, labels in samples:
             for copy in range(cfg.copies):
                 writer.add(source.id, source.group, source.image_class, copy, images[copy], labels[copy])
-            pixels += np.bincount(labels.ravel(), minlength=len(pixels))
+            counts, n_ignored = class_counts(labels, n_classes)
+            pixels, ignored = pixels + counts, ignored + n_ignored
     writer.flush()
-    return pixels
+    return pixels, ignored

@@ -115,7 +115,11 @@ def build_transform(cfg: AugmentConfig, record: bool = False) -> A.Compose:
     same for every dataset, and the costly warps run on the small size.
     """
     # Constant 0 borders: black is what an ultrasound scanner shows outside
-    # the fan, and 0 is background in every label map.
+    # the fan, and 0 is background in every label map. Nearest neighbour
+    # moves every label value, the ignore label (255) included, unchanged:
+    # never a value in between. New border pixels are background, not
+    # ignore: they are black padding, known to hold no structure, as the
+    # canvas padding of medseg.data.preprocess is.
     border = {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": 0}
     nearest = {"mask_interpolation": cv2.INTER_NEAREST}
     rs, sp = cfg.rotate_scale, cfg.speckle

@@ -1,7 +1,10 @@
 """Segmentation metrics on integer label maps, at the images' native resolution.
 
 Inputs are predicted and ground-truth label maps of equal shape (2-D here, any
-rank works), integer values in ``0..num_classes-1`` with 0 = background.
+rank works), integer values in ``0..num_classes-1`` with 0 = background. The
+ground truth may also hold ``IGNORE`` (255, the ignore label of
+``convert.ignore``): those pixels are left out of every score and of the
+confusion matrix, whatever was predicted there, as if they were cropped away.
 
 - ``per_class_scores``: Dice, IoU and HD95 of each foreground class in one image.
 - ``summarise``: mean, std and a bootstrap 95% CI of per-image scores, NaN ignored.
@@ -48,17 +51,22 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
+from medseg.data.converted import IGNORE
+
 CI_LEVEL = 0.95
 
 
-def _check_labels(pred: np.ndarray, target: np.ndarray, num_classes: int) -> None:
+def _check_labels(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """Raise on a bad pair; return the scored pixels (``target`` not ``IGNORE``) as a boolean mask."""
     if pred.shape != target.shape:
         raise ValueError(f"pred and target shapes differ: {pred.shape} vs {target.shape}")
-    for name, arr in (("pred", pred), ("target", target)):
+    valid = target != IGNORE
+    for name, arr in (("pred", pred), ("target", target[valid])):
         if not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"{name}: expected an integer label map, got dtype {arr.dtype}")
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
             raise ValueError(f"{name}: labels must be in 0..{num_classes - 1}, got {arr.min()}..{arr.max()}")
+    return valid
 
 
 def _as_batch(mask: np.ndarray) -> torch.Tensor:
@@ -116,7 +124,7 @@ def per_class_scores(
 
     Args:
         pred: predicted label map, integers in ``0..num_classes-1``.
-        target: ground-truth label map, same shape.
+        target: ground-truth label map, same shape; ``IGNORE`` pixels are not scored.
         num_classes: number of classes including background.
         spacing: pixel size per axis for HD95; None measures in pixels.
 
@@ -129,8 +137,8 @@ def per_class_scores(
         ValueError: shapes differ, labels are not integers or out of range.
     """
     pred, target = np.asarray(pred), np.asarray(target)
-    _check_labels(pred, target, num_classes)
-    return {c: _class_scores(pred == c, target == c, spacing) for c in range(1, num_classes)}
+    valid = _check_labels(pred, target, num_classes)
+    return {c: _class_scores((pred == c) & valid, target == c, spacing) for c in range(1, num_classes)}
 
 
 def bootstrap_means(scores: np.ndarray, groups: Sequence, n_boot: int, seed: int) -> np.ndarray:
@@ -254,12 +262,12 @@ def summarise_mean_over_classes(scores: np.ndarray, n_boot: int = 1000, seed: in
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel confusion matrix ``(num_classes, num_classes)``, int64: ``[true, predicted]``.
+    """Pixel confusion matrix ``(num_classes, num_classes)``, int64: ``[true, predicted]``; ``IGNORE`` pixels left out.
 
     Raises:
         ValueError: shapes differ, labels are not integers or out of range.
     """
     pred, target = np.asarray(pred), np.asarray(target)
-    _check_labels(pred, target, num_classes)
-    flat = target.ravel().astype(np.int64) * num_classes + pred.ravel()
+    valid = _check_labels(pred, target, num_classes)
+    flat = target[valid].astype(np.int64) * num_classes + pred[valid]
     return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)

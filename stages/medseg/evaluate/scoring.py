@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from medseg.data.converted import IGNORE
+
 from .metrics import confusion_matrix, per_class_scores, summarise, summarise_mean_over_classes
 
 
@@ -68,11 +70,12 @@ def class_scores(pred: np.ndarray, target: np.ndarray, classes: list[str], group
     """Scores (``metrics.per_class_scores``) of each foreground class, then of each combined group, by name.
 
     Label maps of any rank: an image, or a volume with ``spacing`` (mm per axis) for HD95 in mm.
+    ``IGNORE`` pixels of ``target`` are scored in no class and no group.
     """
     scores = {classes[c]: s for c, s in per_class_scores(pred, target, len(classes), spacing).items()}
     for name, members in (groups or {}).items():
-        scores[name] = per_class_scores(np.isin(pred, members).astype(np.uint8),
-                                        np.isin(target, members).astype(np.uint8), 2, spacing)[1]
+        union = np.where(target == IGNORE, IGNORE, np.isin(target, members)).astype(np.uint8)
+        scores[name] = per_class_scores(np.isin(pred, members).astype(np.uint8), union, 2, spacing)[1]
     return scores
 
 

@@ -11,11 +11,16 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-# RGB per label value; background is never tinted.
+from medseg.data.converted import IGNORE
+
+# RGB per label value; background is never tinted; ignored pixels (the ignore label) are white.
+_IGNORED = (255, 255, 255)
 _PALETTE = ((0, 0, 0), (255, 200, 0), (60, 220, 80), (255, 60, 60), (40, 160, 255), (220, 80, 220), (0, 200, 200))
 
 
 def class_colour(value: int) -> tuple[int, int, int]:
+    if value == IGNORE:
+        return _IGNORED
     if value < len(_PALETTE):
         return _PALETTE[value]
     hue = (value * 47) % 180  # spread further classes around the hue circle

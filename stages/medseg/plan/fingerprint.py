@@ -13,6 +13,9 @@ plain numbers (JSON-ready):
   gives w) and half the diameter of a disc, so thin structures are never
   overestimated. Regions under ``MIN_REGION_PX`` pixels (annotation specks)
   are left out of the sizes.
+
+With an ignore label the fractions are of the labelled pixels (ignored
+ones left out) and ``ignore_fraction`` says how many of all pixels are ignored.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from medseg.data.converted import ConvertedDataset
+from medseg.data.converted import IGNORE_COLUMN, ConvertedDataset
 
 MIN_REGION_PX = 10
 _SAMPLE = 4096  # pixels per image sampled for the intensity percentiles
@@ -72,13 +75,15 @@ def fingerprint(converted: ConvertedDataset) -> dict[str, Any]:
             seen["widths"] += [w for _, w in regions]
     pixels = np.concatenate(samples).astype(np.float64)
     total = float((heights * widths).sum())
+    ignored = float(manifest[IGNORE_COLUMN].sum()) if converted.ignore else 0.0
+    labelled = total - ignored  # pixel fractions are of the pixels that have a class
     per_class = {}
     for c, seen in found.items():
         name = classes[c]
         area_q = _percentiles(seen["areas"], (50, 10, 90))
         width_q = _percentiles(seen["widths"], (10, 50))
         per_class[name] = {
-            "pixel_fraction": round(float(manifest[f"px_{name}"].astype(float).sum()) / total, 6)
+            "pixel_fraction": round(float(manifest[f"px_{name}"].astype(float).sum()) / max(labelled, 1.0), 6)
             if f"px_{name}" in manifest else None,
             "images": len(seen["images"]),
             "regions_per_image": round(float(np.mean(seen["regions"])), 3) if seen["regions"] else 0.0,
@@ -96,4 +101,5 @@ def fingerprint(converted: ConvertedDataset) -> dict[str, Any]:
         "intensity": {"mean": round(float(pixels.mean()), 3), "std": round(float(pixels.std()), 3),
                       "p1": float(np.percentile(pixels, 1)), "p99": float(np.percentile(pixels, 99))},
         "classes": per_class,
+        **({"ignore_fraction": round(ignored / total, 6)} if converted.ignore else {}),
     }

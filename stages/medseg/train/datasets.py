@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from medseg.config import OnlineAugment
-from medseg.data.converted import ConvertedDataset
+from medseg.data.converted import IGNORE, ConvertedDataset
 from medseg.data.preprocess import as_hwc, fit_pair, to_tensor
 from medseg.data.rounds import Round
 from medseg.data.shards import AugmentedDataset
@@ -106,7 +106,8 @@ class Batches:
     be short); with ``steps`` it is that many full batches drawn from a running
     shuffled order. With ``patch`` (height, width) each sample is cropped to
     it, a ``foreground`` share of the crops centred on a random foreground
-    pixel (rare structures are seen often enough). ``online`` transforms every
+    pixel (rare structures are seen often enough; ignored pixels are no
+    foreground). ``online`` transforms every
     batch (``medseg.train.online``). ``batch_size`` is the global batch; with
     several processes (``world``) each yields its shard of every global batch,
     from the same draws.
@@ -152,7 +153,8 @@ class Batches:
         corners = []
         for k in idx:
             if torch.rand(1, generator=self.generator).item() < self.foreground:
-                ys, xs = np.nonzero(self.data.labels[k])
+                label = self.data.labels[k]
+                ys, xs = np.nonzero((label > 0) & (label != IGNORE))
                 if len(ys):
                     pick = int(torch.randint(len(ys), (1,), generator=self.generator))
                     corners.append((min(max(ys[pick] - ph // 2, 0), height - ph),

@@ -45,6 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from medseg.config import TrainConfig
+from medseg.data.converted import IGNORE
 from medseg.io.errors import StageError
 from medseg.model.inference import predict_logits
 from medseg.model.losses import build_loss
@@ -141,10 +142,10 @@ def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimize
 
 
 def pooled_dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[int, float]:
-    """Dice per foreground class present in ``target``, pixels pooled over all images."""
-    scores = {}
+    """Dice per foreground class present in ``target``, pixels pooled over all images; ``IGNORE`` pixels left out."""
+    scores, valid = {}, target != IGNORE
     for c in range(1, num_classes):
-        p, t = pred == c, target == c
+        p, t = (pred == c) & valid, target == c
         denom = int(p.sum() + t.sum())
         if t.any():
             scores[c] = 2.0 * int((p & t).sum()) / denom
@@ -154,11 +155,11 @@ def pooled_dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> d
 def image_dice(pred: np.ndarray, target: np.ndarray, regions: dict[str, list[int]]) -> dict[str, float]:
     """Per region (a name and its class indices): the mean over images containing it of their Dice.
 
-    ``pred`` and ``target`` are (N, H, W) label maps.
+    ``pred`` and ``target`` are (N, H, W) label maps; ``IGNORE`` pixels of ``target`` are left out.
     """
-    out = {}
+    out, valid = {}, target != IGNORE
     for name, members in regions.items():
-        p, t = np.isin(pred, members), np.isin(target, members)
+        p, t = np.isin(pred, members) & valid, np.isin(target, members)
         inter = (p & t).reshape(len(t), -1).sum(1)
         sizes = p.reshape(len(p), -1).sum(1) + t.reshape(len(t), -1).sum(1)
         present = t.reshape(len(t), -1).any(1)
@@ -211,11 +212,14 @@ def choose_postprocess(model: nn.Module, valid: ArraySet, cfg: TrainConfig, regi
 
 
 def loss_for(cfg: TrainConfig, classes: list[str], groups: dict[str, list[int]] | None = None) -> nn.Module:
-    """The training loss with ``cfg``'s weights; classes not in ``class_weights`` weigh 1."""
+    """The training loss with ``cfg``'s weights; classes not in ``class_weights`` weigh 1.
+
+    ``IGNORE`` target pixels (the ignore label) are left out of it; a batch without any takes the plain loss.
+    """
     weights = [cfg.class_weights.get(c, 1.0) for c in classes] if cfg.class_weights else None
     return build_loss(len(classes), dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight, class_weights=weights,
                       batch_dice=cfg.batch_dice, groups=list((groups or {}).values()),
-                      group_weight=cfg.group_dice_weight)
+                      group_weight=cfg.group_dice_weight, ignore_index=IGNORE)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

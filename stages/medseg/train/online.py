@@ -5,7 +5,8 @@
 
 - geometry, image and labels alike: a mirror, a rotation and a zoom, one
   affine warp per sample (bilinear for the image, nearest for the labels, so
-  no label value is invented; outside the image is black and background);
+  no label value is invented and the ignore label stays ignore; outside the
+  image is black and background);
 - intensity, image only: brightness, contrast, gamma, additive Gaussian noise.
 
 Every draw comes from ``generator``, which ``Batches`` seeds once from
