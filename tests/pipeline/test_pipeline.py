@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SHARED, clone_work_tree, edit_params, ran_stages, run, shrink
+from medseg.data.converted import IGNORE
 from medseg.io.images import read_png
 
 pytestmark = pytest.mark.slow
@@ -149,15 +150,19 @@ def readme_example() -> dict:
     return yaml.safe_load(block)
 
 
+UNSURE = 64  # the README example's ignore value
+
+
 def write_thyroid(root: Path) -> None:
-    """Images with grey-level masks named {stem}_mask, two scans per patient."""
+    """Images with grey-level masks named {stem}_mask, two scans per patient, a 64 "unsure" ring round each object."""
     rng = np.random.default_rng(0)
     for patient in range(1, 9):
         for scan in (1, 2):
             mask = np.zeros((48, 64), np.uint8)
             y, x = rng.integers(8, 30), rng.integers(8, 40)
+            mask[y - 1:y + 11, x - 1:x + 13] = UNSURE
             mask[y:y + 10, x:x + 12] = 128 if patient % 2 else 255
-            image = np.clip(rng.normal(100, 15, mask.shape) + (mask > 0) * 80, 0, 255).astype(np.uint8)
+            image = np.clip(rng.normal(100, 15, mask.shape) + (mask > UNSURE) * 80, 0, 255).astype(np.uint8)
             stem = f"case_{patient:03d}_{scan}"
             (root / "images").mkdir(parents=True, exist_ok=True)
             (root / "masks").mkdir(exist_ok=True)
@@ -182,6 +187,8 @@ def test_new_grey_dataset_from_params_only(clone, tmp_path):
     report = json.loads((clone / "data/converted/thyroid/report.json").read_text())
     assert report["count"] == 16 and report["groups"] == 8
     assert report["image_classes"] == {"cyst": 8, "nodule": 8}
+    assert report["ignore_pixels"] == 16 * (12 * 14 - 10 * 12)  # every ring, kept as the ignore label
+    assert IGNORE in read_png(clone / "data/converted/thyroid/labels/case_001_1.png")
     split = pd.read_csv(clone / "data/split/thyroid.csv", dtype=str)
     originals = split[split["kind"] == "original"]
     assert (originals.groupby("group")["split"].nunique() == 1).all()
