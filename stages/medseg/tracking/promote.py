@@ -39,6 +39,7 @@ from . import gittags, record
 from .registry import registered_name, version_of_run
 from .run import Tracker
 from .store import connect, find_repo_root, resolve_tracking_uri
+from .values import evaluation_metric
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def champion_score(client, name: str, cfg: PromotionConfig) -> Score | None:
             return None
         raise
     run = client.get_run(version.run_id)
-    value = run.data.metrics.get(f"test.{cfg.metric}", math.nan)
+    value = run.data.metrics.get(evaluation_metric(cfg.metric), math.nan)
     return Score(version.version, value, run.data.tags.get(record.SPLIT_TAG))
 
 

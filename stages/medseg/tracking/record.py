@@ -53,7 +53,7 @@ from .registry import CHECKPOINT_TAG, KEY_TAGS, register
 from .run import Tracker
 from .store import find_repo_root
 from .sync import run_key, sync_run
-from .values import numeric_metrics
+from .values import TEST_PREFIX, numeric_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -182,7 +182,7 @@ def log_checkpoint(tracker: Tracker, path: Path) -> None:
 # --------------------------------------------------------------------------- evaluate
 def log_evaluation(tracker: Tracker, dataset: str, metrics: Mapping[str, Any]) -> None:
     """``eval.json``'s numbers as ``test.*`` and the evaluation files."""
-    tracker.log_metrics(numeric_metrics(metrics, "test"))
+    tracker.log_metrics(numeric_metrics(metrics, TEST_PREFIX))
     tracker.set_tags({SPLIT_TAG: split_digest(read_split(paths.split_file(dataset)))})
     for path in results.evaluation_artifacts(dataset):
         tracker.log_artifact(path, EVALUATION)

@@ -82,7 +82,7 @@ class Tracker:
         try:
             client = connect(uri)
             with fail_fast():
-                experiment_id = ensure_experiment(client, cfg.experiment, uri)
+                experiment_id = ensure_experiment(client, cfg, uri)
             close_dead_runs(client, experiment_id)
             run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         except Exception as exc:

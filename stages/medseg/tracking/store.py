@@ -7,7 +7,9 @@ temporary copies log into the user's repository. ``provenance_tags``: the
 git commit and the script (``mlflow.source.git.commit``, ``mlflow.source.name``,
 which the MLflow UI shows), the dirty flag, the DVC stage and experiment, the host and pid holding the run.
 ``ensure_experiment`` marks the experiment as model training
-(``mlflow.experimentKind``), so the UI opens it on the runs table.
+(``mlflow.experimentKind``) and keeps our runs-table view on it
+(``medseg.tracking.ui``: MLflow 3.17's UI no longer opens an experiment by
+its kind; our link says so, and the view lists the test Dice).
 ``close_dead_runs``: RUNNING runs of this host whose process is gone end as
 FAILED. ``fail_fast``: the first request to a server has retries off and a
 short timeout, so a stage learns within seconds that the server is down.
@@ -30,6 +32,8 @@ from medseg.config import MlflowConfig
 from medseg.io.atomic import process_alive
 from medseg.io.errors import StageError
 
+from .ui import view_tag
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -48,8 +52,9 @@ _SQLITE = "sqlite:///"
 COMMIT_TAG = "mlflow.source.git.commit"  # the name the MLflow UI shows as the source commit
 HOST_TAG, PID_TAG = "medseg.host", "medseg.pid"  # the process that holds a run open
 SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"  # the script, as the UI shows it
-# MLflow 3's UI opens an experiment of this kind on its runs table, not on GenAI traces
-# (the tag and values are the UI's: mlflow/server/js, "mlflow.experimentKind").
+# Earlier MLflow 3 UIs open an experiment of this kind on its runs table, not on GenAI traces
+# (the tag and values are the UI's: mlflow/server/js, "mlflow.experimentKind"); 3.17 goes by
+# the link instead (medseg.tracking.ui).
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 _ARTIFACT_DIR = "mlruns"  # beside the sqlite file; already in .gitignore
 
@@ -150,13 +155,18 @@ def fail_fast() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The experiment's id, creating it (artifacts beside a sqlite store) when missing."""
+def ensure_experiment(client: MlflowClient, cfg: MlflowConfig, uri: str) -> str:
+    """The id of experiment ``cfg.experiment``, created (artifacts beside a sqlite store) when missing.
+
+    It is tagged as model training, with our runs-table view listing ``test.<cfg.promotion.metric>``.
+    """
+    name = cfg.experiment
+    view, columns = view_tag(cfg.promotion.metric)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
             return client.create_experiment(name, artifact_location=_artifact_location(uri),
-                                            tags={KIND_TAG: TRAINING_KIND})
+                                            tags={KIND_TAG: TRAINING_KIND, view: columns})
         except Exception:
             # Another stage (a parallel queue worker) may have created it meanwhile.
             experiment = client.get_experiment_by_name(name)
@@ -169,6 +179,8 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         )
     if KIND_TAG not in experiment.tags:  # one a user set in the UI stays
         client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+    if experiment.tags.get(view) != columns:  # ours: follows the promotion metric
+        client.set_experiment_tag(experiment.experiment_id, view, columns)
     return experiment.experiment_id
 
 

@@ -17,6 +17,13 @@ _NOT_IN_NAMES = re.compile(r"[^\w\-. :/]")
 
 T = TypeVar("T")
 
+TEST_PREFIX = "test"  # eval.json's numbers are run metrics under this prefix (medseg.tracking.record)
+
+
+def evaluation_metric(name: str) -> str:
+    """The run metric holding ``eval.json``'s top-level number ``name``: ``test.<name>``."""
+    return f"{TEST_PREFIX}.{name}"
+
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """``{"a": {"b": 1, "c": [1, 2]}}`` -> ``{"a.b": "1", "a.c": "[1, 2]"}``, values cut to MLflow's limit.
