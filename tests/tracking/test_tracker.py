@@ -23,10 +23,12 @@ from medseg.tracking.store import (
     PID_TAG,
     TrackingError,
     dvc_context,
+    ensure_experiment,
     find_repo_root,
     git_state,
     resolve_tracking_uri,
 )
+from medseg.tracking.ui import VIEW_KEY, VIEW_TAG_PREFIX, runs_page
 from medseg.tracking.values import MAX_PARAM_VALUE, MAX_TAG_VALUE, flatten
 
 CFG = MlflowConfig(experiment="medseg-test")
@@ -310,3 +312,18 @@ def test_dvc_context_reads_what_dvc_sets(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
     assert dvc_context() == {"stage": "train@busi", "exp_name": "lucky-lark", "exp_baseline_rev": "abc123"}
+
+
+def test_the_experiment_carries_the_runs_table_view_with_the_test_dice(client, store: Path) -> None:
+    """The shared view ``runs_page`` opens: Dataset, the promotion metric under ``test.``, Source, Models."""
+    cfg = MlflowConfig(experiment="medseg-view", promotion={"metric": "dice.liver.mean"})
+    experiment = ensure_experiment(client, cfg, f"sqlite:///{store}/mlflow.db")
+    view = json.loads(client.get_experiment(experiment).tags[VIEW_TAG_PREFIX + VIEW_KEY])
+    assert view["selectedColumns"] == ["attributes.`Dataset`", "metrics.`test.dice.liver.mean`",
+                                       "attributes.`Source`", "attributes.`Models`"]
+    client.set_experiment_tag(experiment, VIEW_TAG_PREFIX + VIEW_KEY, "{}")  # edited by hand, or an older view
+    assert ensure_experiment(client, cfg, f"sqlite:///{store}/mlflow.db") == experiment
+    assert json.loads(client.get_experiment(experiment).tags[VIEW_TAG_PREFIX + VIEW_KEY]) == view
+    assert runs_page("http://127.0.0.1:5000/", experiment) == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=medseg")

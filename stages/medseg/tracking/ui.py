@@ -15,9 +15,6 @@ Two things decide what ``mlflow ui`` (3.17) shows when someone opens an experime
   ``view_tag`` is ours: the default columns plus the test score
   (``test.<mlflow.promotion.metric>``, the mean foreground Dice by default).
   ``medseg.tracking.store.ensure_experiment`` keeps it on the experiment.
-
-``benchmarks/mlflow_ui_check.py`` opens ``runs_page`` in headless Chromium and
-checks these columns in the rendered page.
 """
 from __future__ import annotations
 
