@@ -9,11 +9,6 @@ on another split is refused.
 from __future__ import annotations
 
 import math
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,13 +22,13 @@ from medseg.data.rounds import Round
 from medseg.model.checkpoint import save_checkpoint
 from medseg.model.factory import build_model
 from medseg.tracking import record
+from medseg.tracking.browser import serve_ui
 from medseg.tracking.promote import Score, candidate_score, decide, settle
 from medseg.tracking.registry import registered_name
 from medseg.tracking.run import Tracker
 from medseg.tracking.store import COMMIT_TAG
 
 CFG = PromotionConfig(metric="mean_fg_dice", margin=0.01, alias="champion")
-SERVER_START_S = 120
 
 
 # --------------------------------------------------------------------------- the rule
@@ -68,46 +63,11 @@ def test_candidate_score_reads_eval_json_and_digests_the_test_split(tmp_path: Pa
 
 
 # --------------------------------------------------------------------------- a real server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    mlflow = Path(sys.executable).parent / "mlflow"
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(uri, proc, root / "server.log")
+    with serve_ui(f"sqlite:///{root / 'mlflow.db'}", root / "server.log", artifacts=root / "artifacts") as uri:
         yield uri
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def wait_until_healthy(uri: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {SERVER_START_S} s:\n{log.read_text()}")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from medseg.config import MlflowConfig
+from medseg.tracking.browser import free_port
 from medseg.tracking.run import Tracker
 from medseg.tracking.store import (
     HOST_TAG,
@@ -67,13 +68,6 @@ def client(store: Path, monkeypatch: pytest.MonkeyPatch):
     for var in DVC_VARS:
         monkeypatch.delenv(var, raising=False)
     return MlflowClient(tracking_uri=uri)
-
-
-def _free_port() -> int:
-    # Bound then closed: nothing listens there, so connecting is refused at once.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tracking_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -184,7 +178,7 @@ def test_runs_of_dead_processes_are_closed_when_the_next_run_opens(client, repo:
 
 # --------------------------------------------------------------------------- degraded mode
 def test_unreachable_server_degrades_to_one_warning(repo: Path, monkeypatch, caplog) -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     caplog.set_level(logging.WARNING)
 
@@ -201,7 +195,7 @@ def test_unreachable_server_degrades_to_one_warning(repo: Path, monkeypatch, cap
 
 
 def test_unreachable_server_fails_fast_when_required(repo: Path, monkeypatch) -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     began = time.monotonic()
     with pytest.raises(TrackingError, match=f"MLflow tracking at {uri} is unreachable"):
@@ -211,7 +205,7 @@ def test_unreachable_server_fails_fast_when_required(repo: Path, monkeypatch) ->
 
 def test_no_op_tracker_still_rejects_bad_input(repo: Path, tmp_path: Path, monkeypatch, caplog) -> None:
     # Calls that would fail with tracking on fail the same way with it off.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     caplog.set_level(logging.ERROR)  # the degraded-mode warning is tested above
     tracker = Tracker.start(CFG, "offline", {}, repo)
     with pytest.raises(ValueError):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 
 from conftest import clone_work_tree, edit_params, ran_stages, run, shrink
 from ddp_fit import make_set
+from medseg.tracking.browser import free_port, serve_ui
 from medseg.train.datasets import Batches
 from medseg.train.distributed import World
 
@@ -115,38 +114,11 @@ def test_train_stage_with_two_processes_from_params(clone):
 
 
 # --------------------------------------------------------------------------- a real MLflow server
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-                             "--artifacts-destination", str(root / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not come up in 120 s"
-            time.sleep(0.5)
+    with serve_ui(f"sqlite:///{root / 'server.db'}", root / "server.log", artifacts=root / "artifacts") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 def _stage(clone: Path, name: str, uri: str) -> subprocess.CompletedProcess:
@@ -179,7 +151,7 @@ def test_training_logs_to_a_tracking_server(clone, mlflow_server):
 
 @pytest.mark.slow
 def test_unreachable_server_warns_or_fails_fast(clone):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     done = _stage(clone, "train", dead)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"MLflow tracking at {dead} is unreachable" in done.stderr and "continuing without tracking" in done.stderr
