@@ -88,7 +88,7 @@ class _GridReader(HTMLParser):
             if col is not None:
                 row = next((r for _, r, _, _ in reversed(self._open) if r), None)
                 if row is not None:
-                    self.rows[row][col] = " ".join("".join(text).split())
+                    self.rows[row][col] = " ".join(" ".join(text).split())
             if self._open:
                 self._open[-1][3].extend(text)
             if name == tag:
