@@ -29,8 +29,10 @@ from pathlib import Path
 
 from medseg.evaluate.predict import FORMATS, input_kind, predict_folder
 from medseg.evaluate.predict_volume import OVERLAYS, predict_volume
+from medseg.export.engine import ENGINES, ONNXRUNTIME, TORCH
 from medseg.io.cli import setup_logging
 from medseg.io.errors import DataError
+from medseg.model.runtime import pick_device
 
 log = logging.getLogger("predict")
 
@@ -47,20 +49,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overlays", type=int, default=OVERLAYS, help="a volume: overlays of this many slices")
     parser.add_argument("--format", default="png", choices=FORMATS,
                         help="images: also write the predictions as pre-annotations for this tool")
+    parser.add_argument("--engine", default=TORCH, choices=ENGINES,
+                        help="what runs the network: PyTorch, or ONNX Runtime on its export (CPU; exported once "
+                             "per checkpoint into $MEDSEG_CACHE_DIR, default ~/.cache/medseg)")
     parser.add_argument("--tolerance", type=float, default=0.5,
                         help="--format: how far (pixels) a simplified polygon may leave the predicted outline")
     args = parser.parse_args(argv)
+    if args.engine == ONNXRUNTIME and pick_device(args.device).type != "cpu":
+        parser.error(f"--engine {ONNXRUNTIME} runs on the CPU: add --device cpu, or use --engine {TORCH}")
     setup_logging()
     try:
         if input_kind(args.input) == "images":
             table = predict_folder(args.model, args.input, args.output, args.device, args.max_pixels,
-                                   args.format, args.tolerance)
+                                   args.format, args.tolerance, args.engine)
             log.info("%d images -> %s; predicted classes: %s", len(table), args.output,
                      table["predicted_class"].value_counts().to_dict())
         else:
             if args.format != "png":
                 parser.error("--format applies to a folder of images, not to a volume")
-            table = predict_volume(args.model, args.input, args.output, args.device, args.overlays)
+            table = predict_volume(args.model, args.input, args.output, args.device, args.overlays, args.engine)
             row = table.iloc[0]
             log.info("%s (%s voxels) -> %s; %s", row["file"], row["shape"], args.output / row["output"],
                      {c[3:]: f"{row[c]} mL" for c in table.columns if c.startswith("ml_")})

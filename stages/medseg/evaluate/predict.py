@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medseg.config.convert import IMAGE_EXTS
+from medseg.export.engine import TORCH, load_ensemble_on
 from medseg.figures.overlay import overlay
 from medseg.formats.coco import write_coco
 from medseg.formats.cvat import write_cvat
@@ -37,7 +38,7 @@ from medseg.formats.samples import safe_id
 from medseg.io.atomic import atomic_dir
 from medseg.io.errors import DataError
 from medseg.io.images import display_path, read_image, write_png
-from medseg.model.ensemble import ensemble_labels, load_ensemble
+from medseg.model.ensemble import ensemble_labels
 from medseg.model.runtime import pick_device
 from medseg.volumes.nifti import NIFTI_SUFFIXES
 
@@ -90,13 +91,13 @@ def findings(name: str, source: Path, label: np.ndarray, classes: list[str], voc
 
 
 def predict_folder(model_path: Path, source: Path, output: Path, device_name: str, max_pixels: int,
-                   fmt: str = "png", tolerance: float = 0.5) -> pd.DataFrame:
+                   fmt: str = "png", tolerance: float = 0.5, engine: str = TORCH) -> pd.DataFrame:
     """Segment every image in ``source`` into ``output`` (pre-annotations too, unless ``fmt`` is ``png``); return
-    the findings table."""
+    the findings table. ``engine``: what runs the network (``medseg.export.engine``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
     device = pick_device(device_name)
-    ckpt = load_ensemble(model_path, device)
+    ckpt = load_ensemble_on(model_path, device, engine)
     vocabulary = list(ckpt.info.get("image_classes", []))
     rows, drawn = [], []
     with atomic_dir(output) as out:

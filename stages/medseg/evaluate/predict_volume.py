@@ -34,12 +34,13 @@ from pydantic import ValidationError
 
 from medseg.config import VolumeSlicing
 from medseg.data.volumes import image_to_voxel, voxel_to_image
+from medseg.export.engine import TORCH, load_ensemble_on
 from medseg.figures.overlay import overlay
 from medseg.formats.samples import safe_id
 from medseg.io.atomic import atomic_dir
 from medseg.io.errors import DataError
 from medseg.io.images import display_path, write_png
-from medseg.model.ensemble import Ensemble, ensemble_labels, load_ensemble
+from medseg.model.ensemble import Ensemble, ensemble_labels
 from medseg.model.runtime import pick_device
 from medseg.volumes.convert import slice_image
 from medseg.volumes.dicom import read_series
@@ -132,10 +133,10 @@ def findings(name: str, source: Path, labels: np.ndarray, volume: Volume, classe
 
 
 def predict_volume(model_path: Path, source: Path, output: Path, device_name: str,
-                   overlays: int = OVERLAYS) -> pd.DataFrame:
+                   overlays: int = OVERLAYS, engine: str = TORCH) -> pd.DataFrame:
     """Segment the volume at ``source`` into ``output``; return the findings table (one row)."""
     device = pick_device(device_name)
-    ckpt = load_ensemble(model_path, device)
+    ckpt = load_ensemble_on(model_path, device, engine)
     slicing = volume_settings(ckpt, model_path)
     volume = read_input(Path(source), slicing, ckpt.channels)
     grid = InPlaneGrid.for_spacing(volume.shape[:2], volume.spacing[:2], slicing.spacing)

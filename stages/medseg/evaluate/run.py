@@ -27,6 +27,7 @@ from medseg.data.plans import read_plan
 from medseg.data.rounds import Round, rounds
 from medseg.data.split import read_split
 from medseg.data.volumes import has_volumes
+from medseg.export.engine import on_engine
 from medseg.figures.overlay import caption, grid, overlay, tile
 from medseg.io import paths
 from medseg.model.checkpoint import load_checkpoint
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 def evaluate_round(dataset: str, round_: Round, converted: ConvertedDataset, split: pd.DataFrame,
                    combine: EvaluateConfig, device: torch.device) -> tuple[dict[str, ImageResult], list[str]]:
     """Score the model of ``round_`` on its test images; return the results by id and the model's classes."""
-    ckpt = load_checkpoint(paths.model_dir(dataset) / round_.checkpoint, device)
+    path = paths.model_dir(dataset) / round_.checkpoint
+    ckpt = on_engine(load_checkpoint(path, device), path, combine.engine, device)
     groups = combine.groups(ckpt.classes)
     vocabulary = converted.image_classes
     found = {}

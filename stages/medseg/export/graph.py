@@ -96,6 +96,9 @@ def onnx_session(path: Path, threads: int | None = None):
         raise ImportError("running an ONNX export needs onnxruntime: pip install onnxruntime "
                           "(the pin is in requirements.txt)") from None
     options = ort.SessionOptions()
+    # No busy-waiting between runs: in evaluate and predict PyTorch works on the
+    # logits between two runs, and spinning threads would take its cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -8,6 +8,7 @@ checks that these paths and names match ``dvc.yaml``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DATA = Path("data")
@@ -81,3 +82,14 @@ SUMMARY_JSON = METRICS / "summary.json"
 SUMMARY_MD = METRICS / "summary.md"
 SUMMARY_PNG = METRICS / "summary.png"
 SUMMARY_DICE_CSV = METRICS / "summary_dice.csv"
+
+
+# Outside the repository: what one machine keeps between runs (measured runtime
+# choices, ONNX exports of checkpoints). Never a DVC output: it only saves time.
+CACHE_ENV = "MEDSEG_CACHE_DIR"
+
+
+def user_cache() -> Path:
+    """``$MEDSEG_CACHE_DIR``, else ``~/.cache/medseg``."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "medseg"

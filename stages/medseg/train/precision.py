@@ -24,7 +24,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import platform
 import statistics
 import time
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medseg.config import AUTO, TrainConfig
+from medseg.io import paths
 from medseg.io.atomic import atomic_file
 from medseg.model.runtime import autocast, bf16_supported, memory_format
 
@@ -43,7 +43,7 @@ from .distributed import World, from_main
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "MEDSEG_CACHE_DIR"
+CACHE_ENV = paths.CACHE_ENV
 WARMUP_STEPS = 2
 TIMED_STEPS = 3
 
@@ -160,8 +160,7 @@ class _Step:
 
 
 def cache_path() -> Path:
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else Path.home() / ".cache" / "medseg") / "runtime.json"
+    return paths.user_cache() / "runtime.json"
 
 
 def cache_key(machine: str, options: list[Candidate], cfg: TrainConfig, shape: tuple[int, ...]) -> str:
