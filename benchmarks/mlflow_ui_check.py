@@ -20,6 +20,7 @@ printed), 77 when no Chromium is installed (``apt-get install chromium``, or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import subprocess
 import sys
@@ -101,13 +102,11 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        if store.startswith(("http://", "https://")):
-            table, seen = check_in_browser(store, experiment.experiment_id, rows, metric, chromium,
+        server = contextlib.nullcontext(store) if store.startswith(("http://", "https://")) else \
+            serve_ui(store, Path(tmp) / "mlflow-ui.log")
+        with server as url:
+            table, seen = check_in_browser(url, experiment.experiment_id, rows, metric, chromium,
                                            args.out / "mlflow_ui.png")
-        else:
-            with serve_ui(store, Path(tmp) / "mlflow-ui.log") as url:
-                table, seen = check_in_browser(url, experiment.experiment_id, rows, metric, chromium,
-                                               args.out / "mlflow_ui.png")
     problems += seen
     write_report(args.out / "mlflow_ui.md", rows, table, metric, problems, chromium, store)
     for problem in problems:

@@ -47,6 +47,29 @@ def ramp(h: int = 24, w: int = 32, channels: int = 3) -> np.ndarray:
     return grey if channels == 1 else np.stack([grey, 255 - grey, grey // 2], axis=2)
 
 
+def random_checkpoint(path: Path, canvas: tuple[int, int], seed: int, window: tuple[int, int] | None = None,
+                      post=None) -> Path:
+    """A tiny 1-channel, 3-class U-Net checkpoint with random weights and batch-norm statistics as after training."""
+    import torch
+
+    from medseg.config import ModelConfig
+    from medseg.model.checkpoint import save_checkpoint
+    from medseg.model.factory import build_model
+    from medseg.model.postprocess import PLAIN
+
+    config = ModelConfig(base_filters=4, depth=2, stem_stride=2, norm="batch")
+    torch.manual_seed(seed)
+    model = build_model(config, 1, 3)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    save_checkpoint(path, model.state_dict(), config, ["background", "a", "b"], 1, canvas, {}, window,
+                    PLAIN if post is None else post)
+    return path
+
+
 # --------------------------------------------------------------------------- a real HTTP server on 127.0.0.1
 @dataclass
 class FileServer:

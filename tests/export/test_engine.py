@@ -7,7 +7,6 @@ so both of inference's paths run through the exported graph.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, ramp, save
-from medseg.config import ModelConfig
+from conftest import REPO, ramp, random_checkpoint, save
 from medseg.config.evaluate import EvaluateConfig
 from medseg.export.engine import ONNXRUNTIME, TORCH, OnnxNetwork, cached_export, load_ensemble_on, on_engine
 from medseg.io import paths
-from medseg.model.checkpoint import load_checkpoint, save_checkpoint
+from medseg.model.checkpoint import load_checkpoint
 from medseg.model.ensemble import ensemble_labels, load_ensemble
-from medseg.model.factory import build_model
 from medseg.model.inference import native_logits
-from medseg.model.postprocess import PLAIN, Postprocess
+from medseg.model.postprocess import Postprocess
 
 TOLERANCE = 1e-4
 CPU = torch.device("cpu")
@@ -39,18 +36,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def _checkpoint(path: Path, seed: int, window: tuple[int, int] | None = None,
-                post: Postprocess = PLAIN) -> Path:
-    config = ModelConfig(base_filters=4, depth=2, stem_stride=2, norm="batch")
-    torch.manual_seed(seed)
-    model = build_model(config, 1, 3)
-    with torch.no_grad():  # statistics as after training
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(path, model.state_dict(), config, ["background", "a", "b"], 1, CANVAS, {}, window, post)
-    return path
+def _checkpoint(path: Path, seed: int, window: tuple[int, int] | None = None, post: Postprocess | None = None) -> Path:
+    return random_checkpoint(path, CANVAS, seed, window, post)
 
 
 @pytest.fixture(params=["canvas", "window+flip"])
@@ -68,6 +55,7 @@ def test_onnxruntime_gives_pytorchs_logits_and_labels_on_images_of_any_size(chec
     onnx = on_engine(ckpt, checkpoint, ONNXRUNTIME, CPU)
     assert isinstance(onnx.model, OnnxNetwork) and onnx.size == ckpt.size and onnx.window == ckpt.window
     flip = ckpt.postprocess.flip_tta
+    on_onnx, on_torch = load_ensemble_on(checkpoint, CPU, ONNXRUNTIME), load_ensemble(checkpoint, CPU)
     for image in IMAGES:
         reference = native_logits(ckpt.model, image, ckpt.size, CPU, ckpt.window, flip)
         got = native_logits(onnx.model, image, onnx.size, CPU, onnx.window, flip)
@@ -75,8 +63,7 @@ def test_onnxruntime_gives_pytorchs_logits_and_labels_on_images_of_any_size(chec
         assert (got - reference).abs().max().item() <= TOLERANCE
         top2 = reference.topk(2, dim=0).values
         decided = (top2[0] - top2[1]) > 2 * TOLERANCE  # pixels whose arg-max a 1e-4 difference cannot flip
-        same = ensemble_labels(load_ensemble_on(checkpoint, CPU, ONNXRUNTIME), image, CPU) == \
-            ensemble_labels(load_ensemble(checkpoint, CPU), image, CPU)
+        same = ensemble_labels(on_onnx, image, CPU) == ensemble_labels(on_torch, image, CPU)
         assert same[decided.numpy()].all() and same.mean() >= 0.999
 
 
@@ -111,13 +98,11 @@ def test_predict_with_onnxruntime_writes_pytorchs_label_maps(tmp_path: Path) -> 
     model = _checkpoint(tmp_path / "model.pt", seed=3)
     for i, image in enumerate(IMAGES):
         save(tmp_path / "scans" / f"scan{i}.png", image)
-    env = {"MEDSEG_CACHE_DIR": str(tmp_path / "cache")}
-    outputs = {}
+    outputs = {}  # the export goes to the ``cache`` fixture's folder, which the command inherits
     for engine in (TORCH, ONNXRUNTIME):
         done = subprocess.run([sys.executable, "stages/predict.py", "--model", str(model), "--input",
                                str(tmp_path / "scans"), "--output", str(tmp_path / engine), "--engine", engine,
-                               "--device", "cpu"], cwd=REPO, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, **env})
+                               "--device", "cpu"], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         outputs[engine] = {p.name: np.asarray(Image.open(p)) for p in sorted((tmp_path / engine / "labels").iterdir())}
     assert list(outputs[TORCH]) == [f"scan{i}.png" for i in range(len(IMAGES))]

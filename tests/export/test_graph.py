@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, ramp
-from medseg.config import ModelConfig
+from conftest import REPO, ramp, random_checkpoint
 from medseg.data.preprocess import Fit, as_hwc, to_tensor
 from medseg.export.graph import METADATA_FILE, export_all, onnx_logits, onnx_session
-from medseg.model.checkpoint import load_checkpoint, save_checkpoint
-from medseg.model.factory import build_model
+from medseg.model.checkpoint import load_checkpoint
 
 TOLERANCE = 1e-4
 CANVAS = (97, 131)  # odd: the network pads it to a multiple of 8 and crops the logits back
@@ -25,16 +23,7 @@ CANVAS = (97, 131)  # odd: the network pads it to a multiple of 8 and crops the 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("export")
-    config = ModelConfig(base_filters=4, depth=2, stem_stride=2, norm="batch")
-    torch.manual_seed(0)
-    model = build_model(config, 1, 3)
-    with torch.no_grad():  # non-trivial batch-norm statistics, as after training
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-    save_checkpoint(root / "model.pt", model.state_dict(), config, ["background", "a", "b"], 1, CANVAS, {})
-    ckpt = load_checkpoint(root / "model.pt")
+    ckpt = load_checkpoint(random_checkpoint(root / "model.pt", CANVAS, seed=0))
     return ckpt, export_all(ckpt, root / "out")
 
 

@@ -19,7 +19,7 @@ from medseg.config import MlflowConfig
 from medseg.tracking.browser import check_in_browser, find_chromium, render, serve_ui
 from medseg.tracking.record import log_dataset
 from medseg.tracking.run import Tracker
-from medseg.tracking.ui import DATASET, ExpectedRow, check_runs_table, expected_row, runs_table
+from medseg.tracking.ui import DATASET, SOURCE, ExpectedRow, check_runs_table, expected_row, runs_table
 from medseg.tracking.values import TEST_PREFIX, numeric_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +92,7 @@ def test_the_experiment_link_without_the_workflow_shows_no_runs_table(store, chr
 
 def test_a_wrong_score_is_reported() -> None:
     row = ExpectedRow("r1", "synthetic", "abc", "train.py", 0.91)
-    table = {"r1": {DATASET: "synthetic (abc)training", "attributes.`Source`": "train.py",
+    table = {"r1": {DATASET: "synthetic (abc)training", SOURCE: "train.py",
                     "metrics.`test.mean_fg_dice`": "0.85"}}
     assert check_runs_table(table, [row], "mean_fg_dice") == [
         "run r1 (synthetic): test.mean_fg_dice shows 0.85, the store has 0.9100"]

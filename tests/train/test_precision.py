@@ -8,6 +8,7 @@ import torch
 from test_loop import CLASSES, CPU, small_cfg, toy_set
 
 from medseg.config import AUTO
+from medseg.io import paths
 from medseg.model.factory import build_model
 from medseg.model.runtime import bf16_supported, seed_everything
 from medseg.train import precision
@@ -20,7 +21,7 @@ BF16 = bf16_supported(CPU)
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 

@@ -43,7 +43,6 @@ from .distributed import World, from_main
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = paths.CACHE_ENV
 WARMUP_STEPS = 2
 TIMED_STEPS = 3
 
