@@ -134,3 +134,29 @@ def test_class_weights_from_params_reach_the_loss():
     plain = loss_for(small_cfg(dice_weight=0.0), CLASSES)(logits, target)
     heavy = loss_for(small_cfg(dice_weight=0.0, class_weights={"bar": 4.0}), CLASSES)(logits, target)
     assert heavy.item() > 2 * plain.item()
+
+
+def test_moving_average_is_what_is_validated_and_kept(monkeypatch):
+    """With ``ema``, the kept state is the average of every step's weights (checked by averaging them here)."""
+    train, valid = toy_set(12, 0), toy_set(4, 1)
+    decay = 0.5
+    cfg = small_cfg(epochs=1, steps_per_epoch=3, ema=decay, early_stopping=0)
+    steps = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *args, **kw):
+        out = step(self, *args, **kw)
+        steps.append([p.detach().clone() for p in self.param_groups[0]["params"]])
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    model, result = train_once(cfg, train, valid)
+    expected = [s.clone() for s in steps[0]]
+    for weights in steps[1:]:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights, strict=True)]
+    names = [name for name, _ in model.named_parameters()]
+    for name, value in zip(names, expected, strict=True):
+        assert torch.allclose(result.best_state[name], value, atol=1e-6), name
+    assert not torch.allclose(result.best_state[names[0]], steps[-1][0])  # not the last step's weights
+    _, again = train_once(cfg, train, valid)
+    assert all(torch.equal(result.best_state[k], again.best_state[k]) for k in result.best_state)

@@ -129,6 +129,8 @@ class TrainConfig(Strict):
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     early_stopping: int = Field(0, ge=0, description="epochs without validation improvement before stopping; 0 = off")
     grad_clip: float = Field(12.0, ge=0, description="max gradient norm; 0 = off")
+    ema: float = Field(0.0, ge=0, lt=1, description="> 0: validate and keep an exponential moving average of the "
+                                                     "weights (and norm statistics), this decay per step; 0 = off")
     dice_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
     group_dice_weight: float = Field(1.0, ge=0, description="weight of a Dice term on each class group's union "

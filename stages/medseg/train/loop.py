@@ -7,7 +7,10 @@ online (``cfg.online``). After each epoch it predicts the validation canvases
 (with a sliding window when training on patches) and scores them with the
 statistic the test reports: per class, the mean over the images that contain
 it of each image's Dice (``val_dice``; the pooled Dice is logged too). The
-best epoch's state is kept, and on it the post-processing is chosen
+best epoch's state is kept (with ``cfg.ema`` > 0, validated and kept are the
+weights' exponential moving average, BatchNorm statistics included, updated
+after every step: smoother than the last step's weights on a few images),
+and on it the post-processing is chosen
 (``choose_postprocess``): each of mirror averaging, class groups first and
 largest region only is applied when ``cfg.postprocess`` says ``on``, or
 when it says ``validation`` and raises the validation Dice. A non-finite loss
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from medseg.config import TrainConfig
@@ -105,10 +109,12 @@ class FitResult:
 
 
 def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                cfg: TrainConfig, epoch: int, bf16: bool, semi: Consistency | None = None) -> float:
+                cfg: TrainConfig, epoch: int, bf16: bool, semi: Consistency | None = None,
+                average: AveragedModel | None = None) -> float:
     """One pass over ``batches``; the mean (supervised) training loss over all processes' images.
 
-    With ``semi`` each step also takes its batch of unlabelled images and adds their consistency loss.
+    With ``semi`` each step also takes its batch of unlabelled images and adds their consistency loss;
+    ``average`` (the weights' moving average) is updated after every step.
     """
     model.train()
     world = batches.world
@@ -132,6 +138,8 @@ def train_epoch(model: nn.Module, batches: Batches, loss_fn: nn.Module, optimize
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         if semi is not None:
             semi.after_step()
         loss_sum += loss.item() * len(x)
@@ -223,8 +231,10 @@ def loss_for(cfg: TrainConfig, classes: list[str], groups: dict[str, list[int]] 
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW, fused: one kernel per step for all parameters (on 2 CPU cores 4x faster than the
+    per-tensor-list default, which took 15% of a step of the us-liver plan). Same update, deterministic."""
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
@@ -234,6 +244,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.schedule == "poly":
         return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.epochs, power=0.9)
     return None
+
+
+def moving_average(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and buffers (``cfg.ema`` per step), or None when off."""
+    if cfg.ema <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
 
 
 def semi_supervision(cfg: TrainConfig, unlabelled: ArraySet | None, model: nn.Module, device: torch.device,
@@ -287,16 +304,18 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
     batches = Batches(train, cfg.batch_size, device, layout, cfg.seed, world, steps=cfg.steps_per_epoch,
                       patch=cfg.patch_size, foreground=cfg.foreground_fraction, online=cfg.online)
     scheduler = build_scheduler(optimizer, cfg)
+    average = moving_average(model, cfg)
+    judged = model if average is None else average.module  # the weights validated and kept
     result = FitResult(best_state={}, best_epoch=0, best_dice=-1.0, runtime=choice.to_dict())
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(net, batches, loss_fn, optimizer, cfg, epoch, bf16, semi)
+        train_loss = train_epoch(net, batches, loss_fn, optimizer, cfg, epoch, bf16, semi, average)
         seconds = time.perf_counter() - start
         semi_stats = {} if semi is None else semi.epoch_stats(device)
         if semi_stats:
             semi_stats["unlabelled_per_s"] = semi_stats.pop("unlabelled_images") / seconds
-        val_loss, per_region, pooled, pred = validate(model, valid, loss_fn, regions, cfg, device, bf16, layout)
+        val_loss, per_region, pooled, pred = validate(judged, valid, loss_fn, regions, cfg, device, bf16, layout)
         val_dice = from_main(float(np.mean(list(per_region.values()))) if per_region else 0.0, world, device)
         samples = len(batches) * cfg.batch_size
         stats = EpochStats(epoch, train_loss, val_loss, val_dice, per_region, pooled, lr, seconds, samples / seconds,
@@ -309,7 +328,7 @@ def fit(model: nn.Module, train: ArraySet, valid: ArraySet, cfg: TrainConfig, cl
             if semi_stats:
                 log.info("epoch %d, unlabelled: %s", epoch, {k: round(v, 4) for k, v in semi_stats.items()})
         if val_dice > result.best_dice:
-            result.best_state = copy.deepcopy(model.state_dict())
+            result.best_state = copy.deepcopy(judged.state_dict())
             result.best_epoch, result.best_dice = epoch, val_dice
         if on_epoch is not None and world.is_main:
             on_epoch(stats, pred)
