@@ -9,7 +9,7 @@ statistic the test reports: per class, the mean over the images that contain
 it of each image's Dice (``val_dice``; the pooled Dice is logged too). The
 best epoch's state is kept (with ``cfg.ema`` > 0, validated and kept are the
 weights' exponential moving average, BatchNorm statistics included, updated
-after every step: smoother than the last step's weights on a few images),
+after every step; off by default, it lost on us-liver-mini),
 and on it the post-processing is chosen
 (``choose_postprocess``): each of mirror averaging, class groups first and
 largest region only is applied when ``cfg.postprocess`` says ``on``, or
