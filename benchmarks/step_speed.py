@@ -3,7 +3,7 @@
 For each dataset whose plan is kept in ``benchmarks/results/real_data/<name>.json``
 it builds the planned network and ``Batches`` (patches, foreground sampling,
 online augmentation) over arrays of the planned canvas, then times
-``medseg.train.loop.train_epoch`` (loss, backward, clipping, optimiser step,
+``medseg.train.loop.train_epoch`` (loss with the class groups' Dice terms, backward, clipping, optimiser step,
 batch making) in the plan's precision and memory layout, two ways, in
 alternating blocks so that a slow moment of the machine hits both:
 
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from ct_volumes import cpu_model
 
-from medseg.config import TrainConfig
+from medseg.config import EvaluateConfig, TrainConfig
 from medseg.model.factory import build_model
 from medseg.model.runtime import seed_everything
 from medseg.train import loop
@@ -80,7 +80,7 @@ def time_plan(plan: dict, steps: int, blocks: int) -> dict:
     choice = choose_runtime(model, cfg, (cfg.batch_size, plan["fingerprint"]["channels"], height, width),
                             len(classes), device)
     model.to(memory_format=choice.layout)
-    loss_fn = loop.loss_for(cfg, classes)
+    loss_fn = loop.loss_for(cfg, classes, EvaluateConfig.model_validate(plan["evaluate"]).groups(classes))
     seconds: dict[str, list[float]] = {"before": [], "now": []}
     for block in range(blocks + 1):  # block 0 warms up both
         for name in ("before", "now"):
@@ -138,7 +138,7 @@ def main() -> None:
     rows = {}
     for name, result in stored.items():
         rows[name] = time_plan(result["plan"], args.steps, args.blocks)
-        print(name, {k: v for k, v in rows[name].items()}, flush=True)
+        print(name, rows[name], flush=True)
     text = report(rows, stored)
     Path(args.out).write_text(text)
     print(text)

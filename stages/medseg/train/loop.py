@@ -232,7 +232,7 @@ def loss_for(cfg: TrainConfig, classes: list[str], groups: dict[str, list[int]] 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW, fused: one kernel per step for all parameters (the optimiser step 4x faster than the
-    per-tensor-list default on 2 CPU cores; whole steps 3-7% faster, ``benchmarks/step_speed.py``). Same
+    per-tensor-list default on 2 CPU cores; whole steps 3-13% faster, ``benchmarks/step_speed.py``). Same
     update, deterministic."""
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
